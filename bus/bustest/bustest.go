@@ -1,0 +1,83 @@
+// Package bustest starts a real embedded nats-server for tests, never a mock.
+package bustest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/events"
+)
+
+// Start starts an embedded server on a free loopback port with its data in
+// a temp dir, connects, provisions, and stops everything at cleanup.
+func Start(t testing.TB) (*bus.Server, *bus.Conn) {
+	t.Helper()
+	srv, err := bus.StartServer(bus.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	c := Connect(t, srv.ClientURL())
+	if err := c.Provision(context.Background()); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	return srv, c
+}
+
+// Connect connects to url and closes the connection at cleanup.
+func Connect(t testing.TB, url string) *bus.Conn {
+	t.Helper()
+	c, err := bus.Connect(context.Background(), bus.ConnectConfig{URL: url, MaxWait: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// Eventually polls cond every 20ms until it is true or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kinds returns the kinds of host's facts stored so far, in order.
+func Kinds(t testing.TB, c *bus.Conn, host string) []events.Kind {
+	t.Helper()
+	var ks []events.Kind
+	err := c.Replay(context.Background(), []string{events.HostFacts(host)}, bus.From{}, func(s bus.Stored) error {
+		ks = append(ks, s.Event.Kind())
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("replay %s: %v", host, err)
+	}
+	return ks
+}
+
+// Expect waits until host has a fact of kind k (after any already
+// matched) and returns it: an event-expectation helper in the style of
+// tailscale's eventbustest.
+func Expect(t testing.TB, c *bus.Conn, host string, k events.Kind) bus.Stored {
+	t.Helper()
+	var found bus.Stored
+	Eventually(t, 30*time.Second, string(k)+" from "+host, func() bool {
+		ok := false
+		_ = c.Replay(context.Background(), []string{events.HostFacts(host)}, bus.From{}, func(s bus.Stored) error {
+			if s.Event.Kind() == k {
+				found, ok = s, true
+			}
+			return nil
+		})
+		return ok
+	})
+	return found
+}

@@ -1,0 +1,191 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/convoy-fleet/convoy/events"
+)
+
+// Names of the stored objects. They are a stored identity: renaming one
+// orphans its data (and a renamed consumer replays the stream), so they
+// are constants and never change.
+const (
+	// StreamName is the immutable event log.
+	StreamName = "CONVOY"
+	// StatusBucket is the fleet-status projection, one key per host.
+	StatusBucket = "convoy-status"
+	// UpgradesBucket records where each upgrade's facts start and how it
+	// ended, keyed <host>.<upgrade id>.
+	UpgradesBucket = "convoy-upgrades"
+)
+
+// DuplicateWindow is how long the stream remembers Nats-Msg-Id values: a
+// publish retried within it is stored once. Retries of a request id after
+// the window are caught by the worker (see workers) and the producer (see
+// producers) through UpgradesBucket.
+const DuplicateWindow = 10 * time.Minute
+
+// ErrUnreachable is wrapped when no connection to the bus can be made.
+var ErrUnreachable = errors.New("bus unreachable")
+
+// ErrNotFound is returned when a lookup matches nothing.
+var ErrNotFound = errors.New("not found")
+
+// ConnectConfig says where the bus is and how hard to try.
+type ConnectConfig struct {
+	// URL of the NATS server(s), comma separated. Default nats://127.0.0.1:4222.
+	URL string
+	// Name identifies the client in server monitoring.
+	Name string
+	// MaxWait bounds the first connection's retries; 0 means 10s.
+	MaxWait time.Duration
+	// Replicas for the stream and buckets when they are created; 0 means 1.
+	// Use 3 on a 3-node cluster.
+	Replicas int
+	// OnRetry, if set, is called before each retry of the first connection.
+	OnRetry func(err error, next time.Duration)
+	// OnDisconnect and OnReconnect, if set, report connection changes.
+	OnDisconnect func(err error)
+	OnReconnect  func(url string)
+	// Options are passed to nats.Connect after convoy's own (credentials,
+	// TLS).
+	Options []nats.Option
+}
+
+// DefaultURL is the embedded server's default address.
+const DefaultURL = "nats://127.0.0.1:4222"
+
+// Conn is a connection to the bus. It is safe for concurrent use.
+type Conn struct {
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	replicas int
+}
+
+// Connect connects to the bus, retrying with exponential backoff for up to
+// cfg.MaxWait. Once connected, the client reconnects on its own forever.
+// The error wraps ErrUnreachable when the bus could not be reached.
+func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
+	if cfg.URL == "" {
+		cfg.URL = DefaultURL
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = 10 * time.Second
+	}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.Timeout(2 * time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if cfg.OnDisconnect != nil {
+				cfg.OnDisconnect(err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			if cfg.OnReconnect != nil {
+				cfg.OnReconnect(nc.ConnectedUrlRedacted())
+			}
+		}),
+	}
+	opts = append(opts, cfg.Options...)
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 200 * time.Millisecond
+	b.MaxInterval = 2 * time.Second
+	b.MaxElapsedTime = cfg.MaxWait
+	var nc *nats.Conn
+	err := backoff.RetryNotify(func() error {
+		var err error
+		nc, err = nats.Connect(cfg.URL, opts...)
+		if err != nil && errors.Is(err, nats.ErrAuthorization) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
+		if cfg.OnRetry != nil {
+			cfg.OnRetry(err, next)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s after %s: %w (is `convoy server` running there? set --nats or CONVOY_NATS_URL)", ErrUnreachable, cfg.URL, cfg.MaxWait, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	r := cfg.Replicas
+	if r == 0 {
+		r = 1
+	}
+	return &Conn{NC: nc, JS: js, replicas: r}, nil
+}
+
+// Close drains nothing and closes the connection.
+func (c *Conn) Close() { c.NC.Close() }
+
+// StreamConfig returns the CONVOY stream's configuration: file storage,
+// no deletes, no purges, no rollups, no per-message TTLs, kept forever.
+func StreamConfig(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "convoy: immutable upgrade requests and facts",
+		Subjects:    []string{events.AllSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    replicas,
+		Duplicates:  DuplicateWindow,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowRollup: false,
+		AllowDirect: true,
+		MaxMsgSize:  events.MaxEventSize + 4096,
+	}
+}
+
+// Provision creates or updates the stream and the KV buckets. It is
+// idempotent and safe to call from every process at start.
+func (c *Conn) Provision(ctx context.Context) error {
+	if _, err := c.JS.CreateOrUpdateStream(ctx, StreamConfig(c.replicas)); err != nil {
+		return fmt.Errorf("provision stream %s: %w", StreamName, err)
+	}
+	for _, kv := range []jetstream.KeyValueConfig{
+		{Bucket: StatusBucket, Description: "convoy fleet status projection", Storage: jetstream.FileStorage, Replicas: c.replicas},
+		{Bucket: UpgradesBucket, Description: "convoy upgrade index projection", Storage: jetstream.FileStorage, Replicas: c.replicas},
+	} {
+		if _, err := c.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return fmt.Errorf("provision bucket %s: %w", kv.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// KV returns a provisioned bucket.
+func (c *Conn) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := c.JS.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w (has `convoy server` provisioned the bus?)", bucket, err)
+	}
+	return kv, nil
+}
+
+// LastSeq returns the stream's last sequence (0 when empty).
+func (c *Conn) LastSeq(ctx context.Context) (uint64, error) {
+	s, err := c.JS.Stream(ctx, StreamName)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	return info.State.LastSeq, nil
+}

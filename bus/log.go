@@ -1,0 +1,256 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/convoy-fleet/convoy/events"
+)
+
+// Expect guards an append: it succeeds only if the last message stored
+// under Filter has sequence Seq (0: no message yet). A worker appends with
+// the last sequence it saw of convoy.host.<host>.>, so a second worker for
+// the same host fails instead of interleaving facts.
+type Expect struct {
+	Filter string
+	Seq    uint64
+}
+
+// ConflictError is returned when an Expect guard fails: someone else
+// appended under the filter since LastSeen.
+type ConflictError struct {
+	Filter string
+	Want   uint64
+	Actual uint64
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("append conflict on %s: expected last sequence %d, stream has %d (another writer?)", e.Filter, e.Want, e.Actual)
+}
+
+// Stored is one message read back from the stream.
+type Stored struct {
+	Seq     uint64
+	Subject string
+	MsgID   string
+	Stored  time.Time
+	Event   events.Event
+	// Err is set, and Event empty, when the message did not decode.
+	Err error
+}
+
+// Append stores e under subject, with e.ID as Nats-Msg-Id so a retried
+// append is stored once. When it returns nil the event is durable (fsynced
+// by the server) and seq is its stream sequence. With expect set, a failed
+// guard returns a *ConflictError unless the last message is this very event
+// (a retry whose first ack was lost), which counts as success.
+func (c *Conn) Append(ctx context.Context, subject string, e events.Event, expect *Expect) (uint64, error) {
+	data, err := events.Encode(e)
+	if err != nil {
+		return 0, err
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	msg.Header.Set("Content-Type", "application/cloudevents+json")
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(StreamName)}
+	if expect != nil {
+		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(expect.Seq, expect.Filter))
+	}
+	ack, err := c.JS.PublishMsg(ctx, msg, opts...)
+	if err == nil {
+		return ack.Sequence, nil
+	}
+	var apiErr *jetstream.APIError
+	if expect != nil && errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		last, lerr := c.Last(ctx, expect.Filter)
+		if lerr == nil && last.MsgID == e.ID {
+			return last.Seq, nil
+		}
+		return 0, &ConflictError{Filter: expect.Filter, Want: expect.Seq, Actual: last.Seq}
+	}
+	return 0, fmt.Errorf("append %s: %w", subject, err)
+}
+
+// Last returns the last message stored under filter (wildcards allowed),
+// or ErrNotFound.
+func (c *Conn) Last(ctx context.Context, filter string) (Stored, error) {
+	s, err := c.JS.Stream(ctx, StreamName)
+	if err != nil {
+		return Stored{}, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Stored{}, fmt.Errorf("last on %s: %w", filter, ErrNotFound)
+	}
+	if err != nil {
+		return Stored{}, fmt.Errorf("last on %s: %w", filter, err)
+	}
+	return decodeRaw(m.Sequence, m.Subject, m.Header, m.Time, m.Data), nil
+}
+
+// Get returns the message at seq.
+func (c *Conn) Get(ctx context.Context, seq uint64) (Stored, error) {
+	s, err := c.JS.Stream(ctx, StreamName)
+	if err != nil {
+		return Stored{}, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	m, err := s.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Stored{}, fmt.Errorf("message %d: %w", seq, ErrNotFound)
+	}
+	if err != nil {
+		return Stored{}, fmt.Errorf("message %d: %w", seq, err)
+	}
+	return decodeRaw(m.Sequence, m.Subject, m.Header, m.Time, m.Data), nil
+}
+
+func decodeRaw(seq uint64, subject string, h nats.Header, t time.Time, data []byte) Stored {
+	st := Stored{Seq: seq, Subject: subject, Stored: t}
+	if h != nil {
+		st.MsgID = h.Get(jetstream.MsgIDHeader)
+	}
+	st.Event, st.Err = events.Decode(data)
+	return st
+}
+
+func decodeMsg(m jetstream.Msg) Stored {
+	st := Stored{Subject: m.Subject()}
+	if md, err := m.Metadata(); err == nil {
+		st.Seq = md.Sequence.Stream
+		st.Stored = md.Timestamp
+	}
+	st.MsgID = m.Headers().Get(jetstream.MsgIDHeader)
+	st.Event, st.Err = events.Decode(m.Data())
+	return st
+}
+
+// From says where a read starts. The zero value starts at the beginning.
+type From struct {
+	// Seq starts at this stream sequence (inclusive).
+	Seq uint64
+	// Time starts at the first message stored at or after Time.
+	Time time.Time
+	// New starts after the last message stored now.
+	New bool
+}
+
+func orderedConfig(filters []string, from From) jetstream.OrderedConsumerConfig {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, InactiveThreshold: 30 * time.Second}
+	switch {
+	case from.New:
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	case from.Seq > 1:
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = from.Seq
+	case !from.Time.IsZero():
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		t := from.Time
+		cfg.OptStartTime = &t
+	default:
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	}
+	return cfg
+}
+
+// Replay calls fn, in stream order, for every message under filters from
+// from up to the last one stored when Replay was called, then returns.
+// It reads through one ordered consumer, so it costs one pass over the
+// matching messages and no more. fn returning an error stops the replay.
+func (c *Conn) Replay(ctx context.Context, filters []string, from From, fn func(Stored) error) error {
+	cons, err := c.JS.OrderedConsumer(ctx, StreamName, orderedConfig(filters, from))
+	if err != nil {
+		return fmt.Errorf("replay %v: %w", filters, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("replay %v: %w", filters, err)
+	}
+	if info.NumPending == 0 {
+		return nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(500))
+	if err != nil {
+		return fmt.Errorf("replay %v: %w", filters, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("replay %v: %w", filters, err)
+		}
+		st := decodeMsg(m)
+		if err := fn(st); err != nil {
+			return err
+		}
+		md, err := m.Metadata()
+		if err != nil || md.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+// Follow calls fn, in stream order, for every message under filters from
+// from on, and keeps following new messages until ctx is done or fn
+// returns an error. It returns ctx.Err() or fn's error.
+func (c *Conn) Follow(ctx context.Context, filters []string, from From, fn func(Stored) error) error {
+	cons, err := c.JS.OrderedConsumer(ctx, StreamName, orderedConfig(filters, from))
+	if err != nil {
+		return fmt.Errorf("follow %v: %w", filters, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(500))
+	if err != nil {
+		return fmt.Errorf("follow %v: %w", filters, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			return fmt.Errorf("follow %v: %w", filters, err)
+		}
+		if err := fn(decodeMsg(m)); err != nil {
+			return err
+		}
+	}
+}
+
+// WorkerConsumerName is the durable consumer of a host's requests. It is a
+// stored identity: renaming it would redeliver every past request.
+func WorkerConsumerName(host string) string { return "worker-" + host }
+
+// WorkerConsumer creates or updates the host's durable pull consumer on
+// convoy.req.<host>.>: explicit acks, one message in flight, redelivered
+// after ackWait without a progress ack.
+func (c *Conn) WorkerConsumer(ctx context.Context, host string, ackWait time.Duration) (jetstream.Consumer, error) {
+	cons, err := c.JS.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
+		Durable:       WorkerConsumerName(host),
+		Description:   "convoy worker for " + host,
+		FilterSubject: events.HostRequests(host),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxAckPending: 1,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", WorkerConsumerName(host), err)
+	}
+	return cons, nil
+}
