@@ -39,24 +39,33 @@ type Stored struct {
 	Subject string
 	MsgID   string
 	Stored  time.Time
+	// Pending is how many matching messages follow this one (reads
+	// through a consumer only).
+	Pending uint64
 	Event   events.Event
 	// Err is set, and Event empty, when the message did not decode.
 	Err error
 }
 
-// Append stores e under subject, with e.ID as Nats-Msg-Id so a retried
-// append is stored once. When it returns nil the event is durable (fsynced
+// Append stores e under subject, with msgID (e.ID when empty) as
+// Nats-Msg-Id so a retried append is stored once. When it returns nil the event is durable (fsynced
 // by the server) and seq is its stream sequence. With expect set, a failed
 // guard returns a *ConflictError unless the last message is this very event
 // (a retry whose first ack was lost), which counts as success.
 func (c *Conn) Append(ctx context.Context, subject string, e events.Event, expect *Expect) (uint64, error) {
+	return c.AppendID(ctx, subject, e, e.ID, expect)
+}
+
+// AppendID is Append with an explicit Nats-Msg-Id. Producers use it to
+// make a request idempotent per host and upgrade id.
+func (c *Conn) AppendID(ctx context.Context, subject string, e events.Event, msgID string, expect *Expect) (uint64, error) {
 	data, err := events.Encode(e)
 	if err != nil {
 		return 0, err
 	}
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	msg.Header.Set("Content-Type", "application/cloudevents+json")
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(StreamName)}
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName)}
 	if expect != nil {
 		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(expect.Seq, expect.Filter))
 	}
@@ -68,7 +77,7 @@ func (c *Conn) Append(ctx context.Context, subject string, e events.Event, expec
 	if expect != nil && errors.As(err, &apiErr) &&
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 		last, lerr := c.Last(ctx, expect.Filter)
-		if lerr == nil && last.MsgID == e.ID {
+		if lerr == nil && last.MsgID == msgID {
 			return last.Seq, nil
 		}
 		return 0, &ConflictError{Filter: expect.Filter, Want: expect.Seq, Actual: last.Seq}
@@ -123,6 +132,7 @@ func decodeMsg(m jetstream.Msg) Stored {
 	if md, err := m.Metadata(); err == nil {
 		st.Seq = md.Sequence.Stream
 		st.Stored = md.Timestamp
+		st.Pending = md.NumPending
 	}
 	st.MsgID = m.Headers().Get(jetstream.MsgIDHeader)
 	st.Event, st.Err = events.Decode(m.Data())

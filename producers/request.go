@@ -1,0 +1,154 @@
+package producers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/events"
+	"github.com/convoy-fleet/convoy/projections"
+)
+
+// Request asks hosts to upgrade.
+type Request struct {
+	Hosts []string
+	// Rev is the revision to deploy; empty means the tip of each host's
+	// tracked branch.
+	Rev string
+	// ID is the upgrade id, a ULID; empty means a new one. Reusing an id
+	// is safe: each host stores and runs it at most once.
+	ID             string
+	AllowDowngrade bool
+	// By names who asks ("alice@laptop", "schedule").
+	By string
+}
+
+// Sent says what happened to a request on one host.
+type Sent struct {
+	Host string
+	// Seq is where the request is stored (the original on a retry).
+	Seq uint64
+	// Done is set when the upgrade had already ended under this id: the
+	// request was not sent again.
+	Done *projections.UpgradeRecord
+}
+
+// RequestMsgID is the Nats-Msg-Id of an upgrade request: one per host and
+// upgrade id, so a retried publish is stored once.
+func RequestMsgID(host, id string) string { return "req." + host + "." + id }
+
+// Upgrade validates the request and appends one upgrade.requested per
+// host. Every host name is checked before anything is sent. It returns the
+// upgrade id and what happened on each host.
+func Upgrade(ctx context.Context, c *bus.Conn, r Request) (string, []Sent, error) {
+	if len(r.Hosts) == 0 {
+		return "", nil, errors.New("no hosts: name at least one host, or use --all")
+	}
+	var errs []error
+	seen := map[string]bool{}
+	for _, h := range r.Hosts {
+		if err := events.ValidateHost(h); err != nil {
+			errs = append(errs, err)
+		}
+		if seen[h] {
+			errs = append(errs, fmt.Errorf("host %q named twice", h))
+		}
+		seen[h] = true
+	}
+	if r.ID == "" {
+		r.ID = events.NewID()
+	} else if err := events.ValidateID(r.ID); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return "", nil, err
+	}
+	fleet, err := projections.OpenFleet(ctx, c)
+	if err != nil {
+		return "", nil, err
+	}
+	source := "convoy/producer"
+	if r.By != "" {
+		source += "/" + r.By
+	}
+	sent := make([]Sent, 0, len(r.Hosts))
+	for _, h := range r.Hosts {
+		if rec, err := fleet.Upgrade(ctx, h, r.ID); err == nil && rec.Terminal != "" {
+			sent = append(sent, Sent{Host: h, Seq: rec.FirstSeq, Done: &rec})
+			continue
+		}
+		e, err := events.New(events.UpgradeRequested, h, source, events.UpgradeRequest{Rev: r.Rev, AllowDowngrade: r.AllowDowngrade, RequestedBy: r.By})
+		if err != nil {
+			return r.ID, sent, err
+		}
+		e.UpgradeID = r.ID
+		subj, _ := events.RequestSubject(h, events.UpgradeRequested)
+		seq, err := c.AppendID(ctx, subj, e, RequestMsgID(h, r.ID), nil)
+		if err != nil {
+			return r.ID, sent, fmt.Errorf("request upgrade of %s: %w", h, err)
+		}
+		sent = append(sent, Sent{Host: h, Seq: seq})
+	}
+	return r.ID, sent, nil
+}
+
+// Pin asks host's worker to pin its current generation as golden.
+func Pin(ctx context.Context, c *bus.Conn, host, by string) (string, error) {
+	if err := events.ValidateHost(host); err != nil {
+		return "", err
+	}
+	e, err := events.New(events.PinRequested, host, "convoy/producer", events.PinRequest{RequestedBy: by})
+	if err != nil {
+		return "", err
+	}
+	e.UpgradeID = e.ID
+	subj, _ := events.RequestSubject(host, events.PinRequested)
+	if _, err := c.Append(ctx, subj, e, nil); err != nil {
+		return "", fmt.Errorf("request pin on %s: %w", host, err)
+	}
+	return e.ID, nil
+}
+
+// Wait follows the facts of upgrade id on hosts, from the earliest of
+// their requests, calling fn for each in stream order, until every host
+// has its terminal fact or ctx ends. It returns each host's terminal kind.
+func Wait(ctx context.Context, c *bus.Conn, id string, sent []Sent, fn func(bus.Stored)) (map[string]events.Kind, error) {
+	ends := make(map[string]events.Kind, len(sent))
+	if len(sent) == 0 {
+		return ends, nil
+	}
+	var from uint64
+	filters := make([]string, 0, len(sent))
+	for _, s := range sent {
+		if from == 0 || s.Seq < from {
+			from = s.Seq
+		}
+		filters = append(filters, events.HostFacts(s.Host))
+	}
+	if len(filters) > 64 {
+		filters = []string{events.AllHostFacts}
+	}
+	want := make(map[string]bool, len(sent))
+	for _, s := range sent {
+		want[s.Host] = true
+	}
+	errDone := errors.New("done")
+	err := c.Follow(ctx, filters, bus.From{Seq: from}, func(st bus.Stored) error {
+		if st.Err != nil || st.Event.UpgradeID != id || !want[st.Event.Host()] {
+			return nil
+		}
+		fn(st)
+		if k := st.Event.Kind(); k.IsTerminal() {
+			ends[st.Event.Host()] = k
+			if len(ends) == len(want) {
+				return errDone
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errDone) {
+		return ends, nil
+	}
+	return ends, err
+}

@@ -1,0 +1,189 @@
+package projections
+
+import (
+	"time"
+
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/events"
+)
+
+// Host states in Status.State.
+const (
+	StateUnknown   = "unknown"   // requests seen, no worker fact yet
+	StateIdle      = "idle"      // nothing running; last upgrade ok or none
+	StateQueued    = "queued"    // a request waits for the worker
+	StateUpgrading = "upgrading" // an upgrade is running
+	StateFailed    = "failed"    // the last upgrade failed, rejected or aborted
+)
+
+// Status is one host's row of the fleet view.
+type Status struct {
+	Host  string `json:"host"`
+	State string `json:"state"`
+	// Stage is the stage running now, or the last one that ran.
+	Stage string `json:"stage,omitempty"`
+	// Commit, SecretsCommit, Result and Generation are what the host runs.
+	Commit        string `json:"commit,omitempty"`
+	SecretsCommit string `json:"secrets_commit,omitempty"`
+	Result        string `json:"result,omitempty"`
+	Generation    int    `json:"generation,omitempty"`
+	// Golden is the pinned golden result and its generation.
+	Golden           string `json:"golden,omitempty"`
+	GoldenGeneration int    `json:"golden_generation,omitempty"`
+	// LastUpgrade is the id of the newest upgrade that started or was
+	// requested; LastResult its terminal kind ("upgrade.succeeded").
+	LastUpgrade string    `json:"last_upgrade,omitempty"`
+	LastResult  string    `json:"last_result,omitempty"`
+	LastReason  string    `json:"last_reason,omitempty"`
+	LastFailed  string    `json:"last_failed_stage,omitempty"`
+	LastEnded   time.Time `json:"last_ended,omitzero"`
+	Requested   string    `json:"requested,omitempty"` // newest queued request
+	// Worker is "online" after worker.started and "offline" after
+	// worker.stopped; WorkerSeen is the time of its latest fact.
+	Worker        string    `json:"worker,omitempty"`
+	WorkerVersion string    `json:"worker_version,omitempty"`
+	WorkerSeen    time.Time `json:"worker_seen,omitzero"`
+	Updated       time.Time `json:"updated,omitzero"`
+	// Seq is the last stream sequence applied to this row.
+	Seq uint64 `json:"seq"`
+}
+
+// Apply folds one stored event into s. It returns false, leaving s alone,
+// for events already applied (Seq not above s.Seq), for undecodable
+// messages, and for kinds it does not know.
+func Apply(s *Status, st bus.Stored) bool {
+	if st.Seq <= s.Seq || st.Err != nil {
+		return false
+	}
+	e := st.Event
+	k := e.Kind()
+	if !k.Known() {
+		return false
+	}
+	s.Seq = st.Seq
+	s.Updated = e.Time
+	if s.State == "" {
+		s.State = StateUnknown
+	}
+	if k.IsRequest() {
+		if k == events.UpgradeRequested {
+			s.Requested = e.UpgradeID
+			if s.State != StateUpgrading {
+				s.State = StateQueued
+			}
+		}
+		return true
+	}
+	f, err := e.Fact()
+	if err != nil {
+		return true
+	}
+	s.WorkerSeen = e.Time
+	if s.Worker == "" {
+		s.Worker = "online"
+	}
+	switch k {
+	case events.WorkerStarted:
+		s.Worker, s.WorkerVersion = "online", f.Version
+		if f.Commit != "" {
+			s.Commit = f.Commit
+		}
+		if f.Result != "" {
+			s.Result = f.Result
+		}
+		if s.State == StateUnknown || s.State == StateUpgrading {
+			s.State = StateIdle
+		}
+		return true
+	case events.WorkerStopped:
+		s.Worker = "offline"
+		return true
+	case events.UpgradeStarted:
+		s.State, s.LastUpgrade, s.LastResult, s.LastReason, s.LastFailed = StateUpgrading, e.UpgradeID, "", "", ""
+		if s.Requested == e.UpgradeID {
+			s.Requested = ""
+		}
+	case events.PullSucceeded:
+		s.SecretsCommit = f.SecretsNewCommit
+	case events.SwitchSucceeded:
+		s.Commit, s.Result = f.Commit, f.Result
+		if f.Generation != 0 {
+			s.Generation = f.Generation
+		}
+	case events.RollbackSucceeded:
+		s.Commit, s.SecretsCommit = f.Commit, f.SecretsOldCommit
+		if f.Result != "" {
+			s.Result = f.Result
+		}
+		if f.Generation != 0 {
+			s.Generation = f.Generation
+		}
+	case events.GoldenPinned, events.GoldenRestored:
+		s.Golden, s.GoldenGeneration = f.Result, f.Generation
+		if k == events.GoldenRestored {
+			s.Result = f.Result
+			if f.Generation != 0 {
+				s.Generation = f.Generation
+			}
+		}
+	}
+	if k.IsTerminal() {
+		s.LastUpgrade, s.LastResult, s.LastReason, s.LastEnded = e.UpgradeID, string(k), f.Reason, e.Time
+		if s.Requested == e.UpgradeID {
+			s.Requested = ""
+		}
+		s.LastFailed = ""
+		switch k {
+		case events.UpgradeSucceeded, events.UpgradeSkipped:
+			s.State = StateIdle
+		default:
+			s.State, s.LastFailed = StateFailed, f.Stage
+		}
+		if k == events.UpgradeSucceeded && f.Commit != "" {
+			s.Commit = f.Commit
+		}
+		if s.Requested != "" {
+			s.State = StateQueued
+		}
+		return true
+	}
+	if k.Stage() != "boot" && k.Stage() != "golden" {
+		s.Stage = k.Stage()
+	}
+	return true
+}
+
+// UpgradeRecord is the convoy-upgrades entry for one host's upgrade.
+type UpgradeRecord struct {
+	Host      string    `json:"host"`
+	ID        string    `json:"id"`
+	FirstSeq  uint64    `json:"first_seq"`
+	LastSeq   uint64    `json:"last_seq"`
+	Requested time.Time `json:"requested,omitzero"`
+	// Terminal is the terminal kind once the upgrade ended.
+	Terminal string `json:"terminal,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	Commit   string `json:"commit,omitempty"`
+	Result   string `json:"result,omitempty"`
+}
+
+// ApplyUpgrade folds an event into the record of its upgrade.
+func ApplyUpgrade(r *UpgradeRecord, st bus.Stored) bool {
+	if st.Seq <= r.LastSeq || st.Err != nil || st.Event.UpgradeID == "" {
+		return false
+	}
+	e := st.Event
+	if r.FirstSeq == 0 {
+		r.FirstSeq = st.Seq
+		r.Host, r.ID = e.Host(), e.UpgradeID
+	}
+	r.LastSeq = st.Seq
+	if e.Kind() == events.UpgradeRequested {
+		r.Requested = e.Time
+	}
+	if e.Kind().IsTerminal() {
+		f, _ := e.Fact()
+		r.Terminal, r.Reason, r.Commit, r.Result = string(e.Kind()), f.Reason, f.Commit, f.Result
+	}
+	return true
+}

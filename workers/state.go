@@ -1,0 +1,194 @@
+package workers
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/convoy-fleet/convoy/events"
+)
+
+// localState is what the worker keeps on the host's disk, under state_dir.
+// It is written with write-to-temp, fsync and rename, so a crash leaves the
+// old or the new version, never a torn one.
+type localState struct {
+	// Deployed is the config commit the last successful upgrade deployed.
+	Deployed string `json:"deployed,omitempty"`
+	// DeployedSecrets is the secrets commit deployed with it.
+	DeployedSecrets string `json:"deployed_secrets,omitempty"`
+	// Recent holds the ids of the last upgrades that ended, newest last.
+	Recent []string `json:"recent,omitempty"`
+	// InFlight is set from upgrade.started until the terminal fact is
+	// acknowledged; after a crash it says how to put the host back.
+	InFlight *inFlight `json:"in_flight,omitempty"`
+}
+
+type inFlight struct {
+	UpgradeID  string `json:"upgrade_id"`
+	OldCommit  string `json:"old_commit,omitempty"`
+	OldSecrets string `json:"old_secrets,omitempty"`
+	// Switching is set before the switch starts; Previous is what ran
+	// before it.
+	Switching bool   `json:"switching,omitempty"`
+	Previous  string `json:"previous,omitempty"`
+}
+
+const recentMax = 256
+
+func (s *localState) done(id string) bool {
+	for _, r := range s.Recent {
+		if r == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *localState) finish(id string) {
+	s.InFlight = nil
+	if s.done(id) {
+		return
+	}
+	s.Recent = append(s.Recent, id)
+	if len(s.Recent) > recentMax {
+		s.Recent = s.Recent[len(s.Recent)-recentMax:]
+	}
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func loadState(path string) (*localState, error) {
+	var s localState
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return &s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("state %s is corrupt (%w); move it aside to start afresh", path, err)
+	}
+	return &s, nil
+}
+
+func saveState(path string, s *localState) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(path, b); err != nil {
+		return fmt.Errorf("save state %s: %w", path, err)
+	}
+	return nil
+}
+
+// lockDir takes an exclusive lock on dir/lock for the life of the process,
+// so two workers cannot share one state dir.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock state dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("state dir %s is locked by another convoy worker (%w); run one worker per host", dir, err)
+	}
+	return f, nil
+}
+
+// outbox holds events that are not yet acknowledged by the bus, one file
+// per event named by its ULID, so they are published in order, exactly
+// once, when the bus is back.
+type outbox struct{ dir string }
+
+type outboxEntry struct {
+	Subject string          `json:"subject"`
+	Event   json.RawMessage `json:"event"`
+}
+
+func (o outbox) put(subject string, e events.Event) error {
+	b, err := events.Encode(e)
+	if err != nil {
+		return err
+	}
+	entry, err := json.Marshal(outboxEntry{Subject: subject, Event: b})
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(o.dir, e.ID+".json"), entry); err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	return nil
+}
+
+func (o outbox) remove(id string) error {
+	if err := os.Remove(filepath.Join(o.dir, id+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	return nil
+}
+
+// pending returns the waiting events, oldest first.
+func (o outbox) pending() ([]string, []events.Event, error) {
+	ents, err := os.ReadDir(o.dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("outbox: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".json") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	var subjects []string
+	var evs []events.Event
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(o.dir, n))
+		if err != nil {
+			return nil, nil, fmt.Errorf("outbox: %w", err)
+		}
+		var entry outboxEntry
+		if err := json.Unmarshal(b, &entry); err != nil {
+			return nil, nil, fmt.Errorf("outbox %s is corrupt: %w", n, err)
+		}
+		e, err := events.Decode(entry.Event)
+		if err != nil {
+			return nil, nil, fmt.Errorf("outbox %s: %w", n, err)
+		}
+		subjects = append(subjects, entry.Subject)
+		evs = append(evs, e)
+	}
+	return subjects, evs, nil
+}

@@ -1,0 +1,417 @@
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/events"
+	"github.com/convoy-fleet/convoy/projections"
+)
+
+// ErrSecondWorker is wrapped when another worker wrote this host's facts:
+// two workers for one host would interleave, so this one stops.
+var ErrSecondWorker = errors.New("another worker is running for this host")
+
+// Options wires a Worker. Config and Conn are required.
+type Options struct {
+	Config *Config
+	Conn   *bus.Conn
+	Logger *slog.Logger
+	// Driver overrides the driver the config selects (tests).
+	Driver Driver
+	// Version is reported in worker.started.
+	Version string
+	// AckWait is how long a request may go without a progress ack before
+	// JetStream redelivers it; default 30s. Progress acks are sent every
+	// AckWait/3 while an upgrade runs.
+	AckWait time.Duration
+}
+
+// Worker is the one process that changes a host. It consumes the host's
+// requests one at a time from the durable consumer worker-<host>, runs the
+// pipeline, and appends every stage's fact to convoy.host.<host>.> before
+// the next stage's side effect starts. It owns its state in the goroutine
+// that calls Run.
+type Worker struct {
+	cfg      *Config
+	conn     *bus.Conn
+	driver   Driver
+	log      *slog.Logger
+	version  string
+	ackWait  time.Duration
+	source   string
+	statePth string
+	logDir   string
+	out      outbox
+	upgrades jetstream.KeyValue
+
+	state   *localState
+	lastSeq uint64 // last sequence of this host's facts this worker knows
+}
+
+// New checks the host's checkouts and returns a worker. It does not touch
+// the bus or the state dir until Run.
+func New(o Options) (*Worker, error) {
+	if o.Config == nil || o.Conn == nil {
+		return nil, errors.New("worker: Config and Conn are required")
+	}
+	c := o.Config
+	for _, r := range c.repos() {
+		if err := r.check(); err != nil {
+			return nil, err
+		}
+	}
+	d := o.Driver
+	if d == nil {
+		var err error
+		if d, err = NewDriver(c); err != nil {
+			return nil, err
+		}
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ackWait := o.AckWait
+	if ackWait == 0 {
+		ackWait = 30 * time.Second
+	}
+	return &Worker{
+		cfg: c, conn: o.Conn, driver: d, version: o.Version, ackWait: ackWait,
+		log:      log.With(logHost, c.Host),
+		source:   "convoy/worker/" + c.Host,
+		statePth: filepath.Join(c.StateDir, "state.json"),
+		logDir:   filepath.Join(c.StateDir, "logs"),
+		out:      outbox{dir: filepath.Join(c.StateDir, "outbox")},
+	}, nil
+}
+
+// repos returns the tracked checkouts with a discarding Exec; jobs make
+// their own with logging.
+func (c *Config) repos() []*gitRepo {
+	rs := []*gitRepo{{name: "repo", cfg: c.Repo}}
+	if c.Secrets != nil {
+		rs = append(rs, &gitRepo{name: "secrets", cfg: *c.Secrets})
+	}
+	return rs
+}
+
+// Run serves the host's requests until ctx is done. It returns nil after a
+// clean stop, or an error when it cannot go on (bus provisioning, a second
+// worker for the host, a state dir it cannot write).
+func (w *Worker) Run(ctx context.Context) error {
+	for _, d := range []string{w.cfg.StateDir, w.logDir, w.out.dir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("state dir: %w", err)
+		}
+	}
+	lock, err := lockDir(w.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if w.state, err = loadState(w.statePth); err != nil {
+		return err
+	}
+	if w.upgrades, err = w.conn.KV(ctx, bus.UpgradesBucket); err != nil {
+		return err
+	}
+	if err := w.syncSeq(ctx); err != nil {
+		return err
+	}
+	if err := w.flushOutbox(ctx); err != nil {
+		return err
+	}
+	if err := w.recover(ctx); err != nil {
+		return err
+	}
+	head, _ := (&gitRepo{name: "repo", cfg: w.cfg.Repo, run: w.quietExec()}).head(ctx)
+	current, _ := w.driver.Current(ctx, w.quietExec())
+	if err := w.emit(ctx, "", events.WorkerStarted, events.Fact{Version: w.version, Commit: head, Result: current}); err != nil {
+		return err
+	}
+	w.log.Info("worker started", "commit", short(head), "result", current)
+	err = w.serve(ctx)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if errors.Is(err, ErrSecondWorker) {
+		return err
+	}
+	if serr := w.emit(stopCtx, "", events.WorkerStopped, events.Fact{Version: w.version}); serr != nil {
+		w.log.Warn("worker.stopped not published; it waits in the outbox", logErr, serr)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (w *Worker) serve(ctx context.Context) error {
+	cons, err := w.conn.WorkerConsumer(ctx, w.cfg.Host, w.ackWait)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", bus.WorkerConsumerName(w.cfg.Host), err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			w.log.Warn("consume", logErr, err)
+			continue
+		}
+		if err := w.handle(ctx, m); err != nil {
+			return err
+		}
+	}
+}
+
+// syncSeq learns the sequence of this host's last fact.
+func (w *Worker) syncSeq(ctx context.Context) error {
+	last, err := w.conn.Last(ctx, events.HostFacts(w.cfg.Host))
+	switch {
+	case errors.Is(err, bus.ErrNotFound):
+		w.lastSeq = 0
+	case err != nil:
+		return err
+	default:
+		w.lastSeq = last.Seq
+	}
+	return nil
+}
+
+// emit appends one fact and returns once JetStream has acknowledged it.
+// The event is first written to the outbox; while the bus is unreachable
+// emit retries with backoff (logged) and the event waits there, so it is
+// published exactly once, even across a restart. No caller starts the
+// next side effect before emit returns nil.
+func (w *Worker) emit(ctx context.Context, upgradeID string, k events.Kind, f events.Fact) error {
+	e, err := events.New(k, w.cfg.Host, w.source, f)
+	if err != nil {
+		return err
+	}
+	e.UpgradeID = upgradeID
+	subj, err := events.HostSubject(w.cfg.Host, k)
+	if err != nil {
+		return err
+	}
+	if err := w.out.put(subj, e); err != nil {
+		return err
+	}
+	if err := w.publish(ctx, subj, e); err != nil {
+		return err
+	}
+	w.log.Debug("fact", logKind, k, logUpgrade, upgradeID, logSeq, w.lastSeq)
+	return w.out.remove(e.ID)
+}
+
+func (w *Worker) publish(ctx context.Context, subj string, e events.Event) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 0
+	return backoff.RetryNotify(func() error {
+		seq, err := w.conn.Append(ctx, subj, e, &bus.Expect{Filter: events.HostFacts(w.cfg.Host), Seq: w.lastSeq})
+		var ce *bus.ConflictError
+		if errors.As(err, &ce) {
+			return backoff.Permanent(fmt.Errorf("%w: %w; stop the other worker for %s", ErrSecondWorker, err, w.cfg.Host))
+		}
+		if err != nil {
+			return err
+		}
+		w.lastSeq = seq
+		return nil
+	}, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
+		w.log.Warn("bus unavailable; event waits in the outbox", logKind, e.Type, logErr, err, logRetry, next)
+	})
+}
+
+func (w *Worker) flushOutbox(ctx context.Context) error {
+	subjects, evs, err := w.out.pending()
+	if err != nil {
+		return err
+	}
+	for i, e := range evs {
+		if err := w.publish(ctx, subjects[i], e); err != nil {
+			return err
+		}
+		if err := w.out.remove(e.ID); err != nil {
+			return err
+		}
+		w.log.Info("published from outbox", logKind, e.Type, logUpgrade, e.UpgradeID)
+	}
+	return nil
+}
+
+func (w *Worker) saveState() error { return saveState(w.statePth, w.state) }
+
+// quietExec runs short probes (git rev-parse, current) without a log file.
+func (w *Worker) quietExec() Exec {
+	return newExec(time.Minute, w.env(""), io.Discard)
+}
+
+func (w *Worker) env(upgradeID string) []string {
+	env := []string{"CONVOY_HOST=" + w.cfg.Host, "CONVOY_REPO=" + w.cfg.Repo.Path, "CONVOY_STATE_DIR=" + w.cfg.StateDir}
+	if w.cfg.Secrets != nil {
+		env = append(env, "CONVOY_SECRETS="+w.cfg.Secrets.Path)
+	}
+	if upgradeID != "" {
+		env = append(env, "CONVOY_UPGRADE_ID="+upgradeID)
+	}
+	return env
+}
+
+// handle processes one request and acks it once its terminal fact is
+// durable. It returns an error only when the worker must stop.
+func (w *Worker) handle(ctx context.Context, m jetstream.Msg) error {
+	md, err := m.Metadata()
+	if err != nil {
+		w.log.Warn("request without metadata; terminated", logErr, err)
+		return m.Term()
+	}
+	progress := w.progress(ctx, m)
+	err = w.process(ctx, m, md.Sequence.Stream)
+	progress()
+	if err != nil {
+		if errors.Is(err, ErrSecondWorker) {
+			return err
+		}
+		if ctx.Err() != nil {
+			// Stopping: the request is redelivered to the next run, which
+			// recognises it as done (or recovers it) by its upgrade id.
+			return nil
+		}
+		w.log.Error("request not finished; it will be redelivered", logSeq, md.Sequence.Stream, logErr, err)
+		return m.Nak()
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := m.DoubleAck(actx); err != nil {
+		w.log.Warn("ack", logSeq, md.Sequence.Stream, logErr, err)
+	}
+	return nil
+}
+
+// progress sends progress acks until the returned func is called.
+func (w *Worker) progress(ctx context.Context, m jetstream.Msg) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(w.ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	return func() { cancel(); wg.Wait() }
+}
+
+// process decides what a request is and runs it.
+func (w *Worker) process(ctx context.Context, m jetstream.Msg, seq uint64) error {
+	st := bus.Stored{Seq: seq, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader)}
+	st.Event, st.Err = events.Decode(m.Data())
+	if st.Err != nil {
+		return w.reject(ctx, st, fmt.Sprintf("malformed request at stream sequence %d on %s: %v", seq, st.Subject, st.Err))
+	}
+	e := st.Event
+	id := e.UpgradeID
+	if id == "" {
+		id = e.ID
+	}
+	if w.state.done(id) || w.upgradeEnded(ctx, id) {
+		w.log.Info("request already handled; acknowledged without running it again", logUpgrade, id, logSeq, seq)
+		return nil
+	}
+	switch {
+	case e.Host() != w.cfg.Host:
+		return w.reject(ctx, st, fmt.Sprintf("request is for host %q but arrived on %s", e.Host(), st.Subject))
+	case e.Kind() == events.UpgradeRequested:
+		var req events.UpgradeRequest
+		if err := e.DecodeData(&req); err != nil {
+			return w.reject(ctx, st, err.Error())
+		}
+		if newer, err := w.newerRequest(ctx, seq); err != nil {
+			return err
+		} else if newer {
+			return w.finish(ctx, id, events.UpgradeSkipped, events.Fact{Rev: req.Rev, Reason: events.ReasonSuperseded + ": a newer upgrade request is queued"})
+		}
+		return w.upgrade(ctx, id, req)
+	case e.Kind() == events.PinRequested:
+		return w.pin(ctx, id)
+	default:
+		return w.reject(ctx, st, fmt.Sprintf("unknown request type %q", e.Type))
+	}
+}
+
+// upgradeEnded reports whether the upgrade index already has a terminal
+// fact for this host and id (a retry after the dedupe window).
+func (w *Worker) upgradeEnded(ctx context.Context, id string) bool {
+	if events.ValidateID(id) != nil {
+		return false
+	}
+	ent, err := w.upgrades.Get(ctx, w.cfg.Host+"."+id)
+	if err != nil {
+		return false
+	}
+	var r projections.UpgradeRecord
+	return json.Unmarshal(ent.Value(), &r) == nil && r.Terminal != ""
+}
+
+func (w *Worker) newerRequest(ctx context.Context, seq uint64) (bool, error) {
+	subj, _ := events.RequestSubject(w.cfg.Host, events.UpgradeRequested)
+	last, err := w.conn.Last(ctx, subj)
+	if err != nil {
+		if errors.Is(err, bus.ErrNotFound) {
+			return false, nil
+		}
+		return false, err
+	}
+	return last.Seq > seq, nil
+}
+
+func (w *Worker) reject(ctx context.Context, st bus.Stored, reason string) error {
+	id := st.Event.UpgradeID
+	if id == "" {
+		id = st.Event.ID
+	}
+	if events.ValidateID(id) != nil {
+		id = events.NewID()
+	}
+	w.log.Warn("request rejected", logUpgrade, id, logReason, reason)
+	return w.finish(ctx, id, events.UpgradeRejected, events.Fact{Reason: reason})
+}
+
+// finish appends the terminal fact and forgets the in-flight upgrade.
+func (w *Worker) finish(ctx context.Context, id string, k events.Kind, f events.Fact) error {
+	if err := w.emit(ctx, id, k, f); err != nil {
+		return err
+	}
+	w.state.finish(id)
+	return w.saveState()
+}
