@@ -44,7 +44,8 @@ type ConnectConfig struct {
 	URL string
 	// Name identifies the client in server monitoring.
 	Name string
-	// MaxWait bounds the first connection's retries; 0 means 10s.
+	// MaxWait bounds the first connection's retries; 0 means 10s and a
+	// negative value retries until ctx ends.
 	MaxWait time.Duration
 	// Replicas for the stream and buckets when they are created; 0 means 1.
 	// Use 3 on a 3-node cluster.
@@ -100,7 +101,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
 	b.MaxInterval = 2 * time.Second
-	b.MaxElapsedTime = cfg.MaxWait
+	b.MaxElapsedTime = max(cfg.MaxWait, 0)
 	var nc *nats.Conn
 	err := backoff.RetryNotify(func() error {
 		var err error

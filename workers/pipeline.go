@@ -100,8 +100,23 @@ func cmdFact(res CmdResult) events.Fact {
 	}
 	if res.Err != nil {
 		f.Reason = res.Err.Error()
+		if l := errorLine(res.Tail); l != "" {
+			f.Reason += ": " + l
+		}
 	}
 	return f
+}
+
+// errorLine picks the line of output that best says what went wrong: the
+// last one starting with "error", else the last non-empty one.
+func errorLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); strings.HasPrefix(strings.ToLower(l), "error") {
+			return l
+		}
+	}
+	return lastLine(out)
 }
 
 // runChecks runs sh -c snippets in the repo, stopping at the first failure.
@@ -220,11 +235,14 @@ func (j *job) pipeline(ctx context.Context) (outcome, error) {
 		result, res, err := j.w.driver.Build(ctx, j.run)
 		if err != nil {
 			f := cmdFact(res)
-			f.Commit, f.Reason = target, err.Error()
+			f.Commit = target
+			if f.Reason == "" {
+				f.Reason = err.Error()
+			}
 			if eerr := j.emit(ctx, events.BuildFailed, f); eerr != nil {
 				return outcome{}, eerr
 			}
-			return j.failed(ctx, "build", "build failed: "+err.Error(), false)
+			return j.failed(ctx, "build", "build failed: "+f.Reason, false)
 		}
 		j.result = result
 		if err := j.emit(ctx, events.BuildSucceeded, events.Fact{Commit: target, Result: result, DurationMS: res.Duration.Milliseconds(), Command: res.Argv}); err != nil {
@@ -266,11 +284,14 @@ func (j *job) pipeline(ctx context.Context) (outcome, error) {
 	gen, res, err := j.w.driver.Switch(ctx, j.run, j.result)
 	if err != nil {
 		f := cmdFact(res)
-		f.Commit, f.Result, f.PreviousResult, f.Reason = target, j.result, previous, err.Error()
+		f.Commit, f.Result, f.PreviousResult = target, j.result, previous
+		if f.Reason == "" {
+			f.Reason = err.Error()
+		}
 		if eerr := j.emit(ctx, events.SwitchFailed, f); eerr != nil {
 			return outcome{}, eerr
 		}
-		return j.failed(ctx, "switch", "switch failed: "+err.Error(), true)
+		return j.failed(ctx, "switch", "switch failed: "+f.Reason, true)
 	}
 	if j.result == "" {
 		// Without a separate build the switch decided the result.

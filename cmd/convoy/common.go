@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/convoy-fleet/convoy/bus"
+)
+
+// flags returns a flag set for a command that reports errors instead of
+// exiting, and takes --nats like every command.
+func (e *env) flags(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet("convoy "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: convoy %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&e.nats, "nats", e.nats, "NATS URL of the bus (env CONVOY_NATS_URL)")
+	return fs
+}
+
+// parse parses flags and positional arguments in any order.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageErr(err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// connect dials the bus, reporting retries on stderr, for up to maxWait.
+func (e *env) connect(ctx context.Context, name string, maxWait time.Duration) (*bus.Conn, error) {
+	url := e.nats
+	if url == "" {
+		url = bus.DefaultURL
+	}
+	return bus.Connect(ctx, bus.ConnectConfig{
+		URL: url, Name: "convoy " + name, MaxWait: maxWait,
+		OnRetry: func(err error, next time.Duration) {
+			fmt.Fprintf(e.stderr, "convoy %s: bus not reachable at %s (%v); retrying in %s\n", name, url, err, next.Round(10*time.Millisecond))
+		},
+	})
+}
+
+func (e *env) logger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageErr(fmt.Errorf("--log-level %q: want debug, info, warn or error", level))
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// tabw writes aligned columns.
+type tabw struct {
+	w    io.Writer
+	rows [][]string
+}
+
+func (t *tabw) row(cols ...string) { t.rows = append(t.rows, cols) }
+
+func (t *tabw) flush() {
+	var width []int
+	for _, r := range t.rows {
+		for i, c := range r {
+			if i >= len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], len([]rune(c)))
+		}
+	}
+	for _, r := range t.rows {
+		var b strings.Builder
+		for i, c := range r {
+			if i == len(r)-1 {
+				b.WriteString(c)
+				break
+			}
+			b.WriteString(c)
+			b.WriteString(strings.Repeat(" ", width[i]-len([]rune(c))+2))
+		}
+		fmt.Fprintln(t.w, strings.TrimRight(b.String(), " "))
+	}
+	t.rows = nil
+}
+
+type versionCmd struct{ env *env }
+
+func (c *versionCmd) Run(_ context.Context, _ []string) error {
+	fmt.Fprintln(c.env.stdout, "convoy", version)
+	return nil
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/events"
+	"github.com/convoy-fleet/convoy/projections"
+	"github.com/convoy-fleet/convoy/workers"
+	"github.com/convoy-fleet/convoy/workers/sandbox"
+)
+
+type demoCmd struct{ env *env }
+
+// Run starts an embedded bus, a nix-config remote and two hosts in a temp
+// dir, and drives one upgrade that succeeds and one that fails and rolls
+// back, through the same code paths as `convoy upgrade` and `convoy status`.
+func (c *demoCmd) Run(ctx context.Context, args []string) error {
+	fs := c.env.flags("demo", "demo [--keep]")
+	keep := fs.Bool("keep", false, "keep the temp dir (bus data, repos, logs) and print its path")
+	verbose := fs.Bool("v", false, "show the workers' logs")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	out := c.env.stdout
+	dir, err := os.MkdirTemp("", "convoy-demo-")
+	if err != nil {
+		return err
+	}
+	if *keep {
+		defer fmt.Fprintf(out, "\nkept %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+
+	step := func(format string, a ...any) { fmt.Fprintf(out, "\n== "+format+"\n", a...) }
+	step("starting an embedded JetStream bus in %s", filepath.Join(dir, "bus"))
+	srv, err := bus.StartServer(bus.ServerConfig{DataDir: filepath.Join(dir, "bus"), Listen: "127.0.0.1:0"})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: srv.ClientURL(), Name: "convoy demo"})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Provision(ctx); err != nil {
+		return err
+	}
+	proj, err := projections.NewProjector(ctx, conn)
+	if err != nil {
+		return err
+	}
+	pctx, pstop := context.WithCancel(ctx)
+	pdone := make(chan struct{})
+	go func() { defer close(pdone); _ = proj.Run(pctx) }()
+	defer func() { pstop(); <-pdone }()
+
+	hosts := []string{"sorrow", "torment"}
+	step("creating a nix-config remote, a secrets remote and checkouts for %v", hosts)
+	fleet, err := sandbox.New(filepath.Join(dir, "fleet"), hosts, sandbox.Options{
+		NATS:             srv.ClientURL(),
+		PreUpdateHooks:   []string{"echo pre-update hook: syncing dotfiles"},
+		ValidationChecks: []string{"grep -q 'openssh.enable = true' configuration.nix"},
+	})
+	if err != nil {
+		return err
+	}
+	logOut := io.Discard
+	if *verbose {
+		logOut = c.env.stderr
+	}
+	log := slog.New(slog.NewTextHandler(logOut, nil))
+	wctx, wstop := context.WithCancel(ctx)
+	wdone := make(chan error, len(hosts))
+	for _, h := range hosts {
+		cfg, err := workers.LoadConfig(fleet.Hosts[h].Config)
+		if err != nil {
+			wstop()
+			return err
+		}
+		w, err := workers.New(workers.Options{Config: cfg, Conn: conn, Logger: log, Version: version})
+		if err != nil {
+			wstop()
+			return err
+		}
+		go func() { wdone <- w.Run(wctx) }()
+	}
+	defer func() {
+		wstop()
+		for range hosts {
+			<-wdone
+		}
+	}()
+	for _, h := range hosts {
+		if err := waitFor(ctx, conn, h, events.WorkerStarted); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "workers for %v are serving their requests\n", hosts)
+
+	sub := &env{stdout: out, stderr: c.env.stderr, nats: srv.ClientURL()}
+	good, err := fleet.Commit("{ services.openssh.enable = true; services.tailscale.enable = true; }\n", "enable tailscale")
+	if err != nil {
+		return err
+	}
+	step("upgrade 1: commit %s enables tailscale; convoy upgrade --all --wait", short(good))
+	if err := (&upgradeCmd{env: sub}).Run(ctx, []string{"--all", "--wait", "--timeout", "1m"}); err != nil {
+		return fmt.Errorf("the good upgrade did not succeed: %w", err)
+	}
+	bad, err := fleet.Commit("{ services.openssh.enable = true; this is a syntax error that will break the build; }\n", "break the build")
+	if err != nil {
+		return err
+	}
+	step("upgrade 2: commit %s has a syntax error; the build fails and both hosts roll back", short(bad))
+	err = (&upgradeCmd{env: sub}).Run(ctx, []string{"--all", "--wait", "--timeout", "1m"})
+	if exitCode(err) != exitFailed {
+		return fmt.Errorf("the broken upgrade should have failed, got: %v", err)
+	}
+	step("git state after the rollback")
+	for _, h := range hosts {
+		head, _, err := fleet.Hosts[h].Head()
+		if err != nil {
+			return err
+		}
+		verdict := "back at the last good commit"
+		if head != good {
+			verdict = "NOT at the last good commit"
+		}
+		fmt.Fprintf(out, "%-8s HEAD %s (%s); running %s\n", h, short(head), verdict, filepath.Base(fleet.Hosts[h].Running()))
+	}
+	step("fleet status (convoy status)")
+	if err := waitCaughtUp(ctx, conn); err != nil {
+		return err
+	}
+	if err := (&statusCmd{env: sub}).Run(ctx, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nEvery line above is an immutable event on the stream; replay them with `convoy history`.\n")
+	return nil
+}
+
+func waitFor(ctx context.Context, conn *bus.Conn, host string, k events.Kind) error {
+	errFound := errors.New("found")
+	err := conn.Follow(ctx, []string{events.HostFacts(host)}, bus.From{}, func(st bus.Stored) error {
+		if st.Event.Kind() == k {
+			return errFound
+		}
+		return nil
+	})
+	if errors.Is(err, errFound) {
+		return nil
+	}
+	return fmt.Errorf("waiting for %s from %s: %w", k, host, err)
+}
+
+// waitCaughtUp waits until the status projection has applied the stream.
+func waitCaughtUp(ctx context.Context, conn *bus.Conn) error {
+	fleet, err := projections.OpenFleet(ctx, conn)
+	if err != nil {
+		return err
+	}
+	for {
+		lag, err := fleet.Lag(ctx)
+		if err != nil {
+			return err
+		}
+		if lag == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

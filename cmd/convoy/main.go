@@ -1,0 +1,125 @@
+// Command convoy keeps a fleet of NixOS hosts up to date by itself, safely:
+// an event-sourced upgrade pipeline over NATS JetStream.
+//
+// Run `convoy help` for the commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// Exit codes, a stable contract for scripts.
+const (
+	exitOK          = 0
+	exitFailed      = 1 // an upgrade failed or was rejected
+	exitUsage       = 2 // bad usage or input
+	exitTimeout     = 3 // timed out waiting
+	exitUnreachable = 4 // bus unreachable
+)
+
+// command is one subcommand: it owns its flags and runs to completion.
+type command interface {
+	Run(ctx context.Context, args []string) error
+}
+
+// env is what every command gets from main: where to write and which bus.
+type env struct {
+	stdout, stderr io.Writer
+	nats           string // --nats, else CONVOY_NATS_URL, else the default
+}
+
+func commands(e *env) map[string]command {
+	return map[string]command{
+		"server":      &serverCmd{env: e},
+		"worker":      &workerCmd{env: e},
+		"upgrade":     &upgradeCmd{env: e},
+		"status":      &statusCmd{env: e},
+		"history":     &historyCmd{env: e},
+		"watch":       &watchCmd{env: e},
+		"projections": &projectionsCmd{env: e},
+		"demo":        &demoCmd{env: e},
+		"version":     &versionCmd{env: e},
+	}
+}
+
+const usage = `convoy keeps a fleet of NixOS hosts up to date by itself, safely.
+
+Usage: convoy [--nats URL] COMMAND [ARGS]
+
+Commands:
+  server       run the embedded NATS JetStream bus and the projections
+  worker       run the upgrade worker of one host (--config FILE)
+  upgrade      request upgrades: upgrade HOST...|--all [--rev R] [--id ULID] [--wait]
+  status       show fleet status: status [HOST] [--json]
+  history      show the audit trail: history [HOST] [--upgrade ID] [--type KIND] [--since T] [--json]
+  watch        follow events live: watch [HOST] [--json]
+  projections  projections rebuild: recompute fleet status from the stream
+  demo         run a whole fleet in a temp dir and show two upgrades
+  version      print the version
+
+Global: --nats URL (env CONVOY_NATS_URL; default nats://127.0.0.1:4222)
+Exit codes: 0 done, 1 an upgrade failed or was rejected, 2 bad usage or
+input, 3 timed out waiting, 4 bus unreachable.
+Run convoy COMMAND -h for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches args and turns the error into an exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr, nats: os.Getenv("CONVOY_NATS_URL")}
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		switch {
+		case args[0] == "--nats" || args[0] == "-nats":
+			if len(args) < 2 {
+				fmt.Fprintln(stderr, "convoy: --nats needs a URL")
+				return exitUsage
+			}
+			e.nats, args = args[1], args[2:]
+		case strings.HasPrefix(args[0], "--nats="):
+			e.nats, args = strings.TrimPrefix(args[0], "--nats="), args[1:]
+		case args[0] == "-h" || args[0] == "--help":
+			fmt.Fprint(stdout, usage)
+			return exitOK
+		default:
+			fmt.Fprintf(stderr, "convoy: unknown global flag %s\n\n%s", args[0], usage)
+			return exitUsage
+		}
+	}
+	if len(args) == 0 || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	cmd, ok := commands(e)[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "convoy: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	err := cmd.Run(ctx, args[1:])
+	if err == nil {
+		return exitOK
+	}
+	code := exitCode(err)
+	if !errors.Is(err, errSilent) {
+		fmt.Fprintf(stderr, "convoy %s: %v\n", args[0], err)
+	}
+	return code
+}

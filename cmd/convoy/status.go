@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/convoy-fleet/convoy/events"
+	"github.com/convoy-fleet/convoy/projections"
+)
+
+type statusCmd struct{ env *env }
+
+func (c *statusCmd) Run(ctx context.Context, args []string) error {
+	fs := c.env.flags("status", "status [HOST...] [--json]")
+	asJSON := fs.Bool("json", false, "print JSON")
+	hosts, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	for _, h := range hosts {
+		if err := events.ValidateHost(h); err != nil {
+			return usageErr(err)
+		}
+	}
+	conn, err := c.env.connect(ctx, "status", 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	fleet, err := projections.OpenFleet(ctx, conn)
+	if err != nil {
+		return err
+	}
+	var sts []projections.Status
+	if len(hosts) == 0 {
+		if sts, err = fleet.All(ctx); err != nil {
+			return err
+		}
+	}
+	for _, h := range hosts {
+		s, err := fleet.Host(ctx, h)
+		if errors.Is(err, projections.ErrUnknownHost) {
+			return usageErr(err)
+		}
+		if err != nil {
+			return err
+		}
+		sts = append(sts, s)
+	}
+	if lag, err := fleet.Lag(ctx); err == nil && lag > 0 {
+		fmt.Fprintf(c.env.stderr, "note: the status view is %d event(s) behind the stream (is `convoy server` running its projector?)\n", lag)
+	}
+	if *asJSON {
+		if sts == nil {
+			sts = []projections.Status{}
+		}
+		enc := json.NewEncoder(c.env.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sts)
+	}
+	if len(sts) == 0 {
+		fmt.Fprintln(c.env.stdout, "no hosts yet: start a worker (convoy worker --config FILE)")
+		return nil
+	}
+	t := &tabw{w: c.env.stdout}
+	t.row("HOST", "STATE", "STAGE", "COMMIT", "RESULT", "GOLDEN", "LAST UPGRADE", "WORKER", "UPDATED")
+	for _, s := range sts {
+		last := s.LastResult
+		if last != "" && s.LastFailed != "" {
+			last += " (" + s.LastFailed + ")"
+		}
+		golden := filepath.Base(s.Golden)
+		if s.Golden == "" {
+			golden = "-"
+		}
+		t.row(s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), ago(s.Updated))
+	}
+	t.flush()
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" || s == "." {
+		return "-"
+	}
+	return s
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"sort"
+	"time"
+
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/events"
+	"github.com/convoy-fleet/convoy/producers"
+	"github.com/convoy-fleet/convoy/projections"
+)
+
+type upgradeCmd struct{ env *env }
+
+func requester() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	if h, err := os.Hostname(); err == nil {
+		name += "@" + h
+	}
+	return name
+}
+
+// hostResult is one host's line in upgrade --json.
+type hostResult struct {
+	Host    string `json:"host"`
+	Seq     uint64 `json:"request_seq,omitempty"`
+	Result  string `json:"result,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Commit  string `json:"commit,omitempty"`
+	Already bool   `json:"already_done,omitempty"`
+}
+
+func (c *upgradeCmd) Run(ctx context.Context, args []string) error {
+	fs := c.env.flags("upgrade", "upgrade HOST...|--all [--rev R] [--id ULID] [--wait] [--timeout D] [--json]")
+	all := fs.Bool("all", false, "every host the fleet view knows")
+	rev := fs.String("rev", "", "commit or ref on the tracked branch (default: its tip)")
+	id := fs.String("id", "", "upgrade id (a ULID) to make a retried request idempotent")
+	wait := fs.Bool("wait", false, "follow each stage until every host is done")
+	timeout := fs.Duration("timeout", 30*time.Minute, "with --wait: give up waiting after this long (exit 3)")
+	downgrade := fs.Bool("allow-downgrade", false, "ask to deploy an ancestor of the deployed commit (the worker config must allow it)")
+	asJSON := fs.Bool("json", false, "print a JSON summary")
+	hosts, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if *all == (len(hosts) > 0) {
+		return usageErr(errors.New("name hosts or use --all (not both)"))
+	}
+	conn, err := c.env.connect(ctx, "upgrade", 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if *all {
+		fleet, err := projections.OpenFleet(ctx, conn)
+		if err != nil {
+			return err
+		}
+		sts, err := fleet.All(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range sts {
+			hosts = append(hosts, s.Host)
+		}
+		if len(hosts) == 0 {
+			return usageErr(errors.New("--all: the fleet view knows no hosts yet; start their workers first"))
+		}
+	}
+	upID, sent, err := producers.Upgrade(ctx, conn, producers.Request{Hosts: hosts, Rev: *rev, ID: *id, AllowDowngrade: *downgrade, By: requester()})
+	if err != nil {
+		if upID == "" {
+			return usageErr(err)
+		}
+		return err
+	}
+	results := make(map[string]*hostResult, len(sent))
+	for _, s := range sent {
+		r := &hostResult{Host: s.Host, Seq: s.Seq}
+		if s.Done != nil {
+			r.Already, r.Result, r.Reason, r.Commit = true, s.Done.Terminal, s.Done.Reason, s.Done.Commit
+		}
+		results[s.Host] = r
+	}
+	if !*asJSON {
+		fmt.Fprintf(c.env.stdout, "upgrade %s requested for %d host(s)\n", upID, len(sent))
+	}
+	if !*wait {
+		return c.report(upID, results, *asJSON, false)
+	}
+	wctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	started := map[string]time.Time{}
+	_, err = producers.Wait(wctx, conn, upID, sent, func(st bus.Stored) {
+		e := st.Event
+		if e.Kind() == events.UpgradeStarted {
+			started[e.Host()] = e.Time
+		}
+		if e.Kind().IsTerminal() {
+			f, _ := e.Fact()
+			r := results[e.Host()]
+			r.Result, r.Reason, r.Commit = string(e.Kind()), f.Reason, f.Commit
+		}
+		if !*asJSON {
+			printFact(c.env.stdout, st)
+			if e.Kind().IsTerminal() && !started[e.Host()].IsZero() {
+				fmt.Fprintf(c.env.stdout, "%s  %-10s done in %s\n", e.Time.Local().Format("15:04:05.000"), e.Host(), e.Time.Sub(started[e.Host()]).Round(10*time.Millisecond))
+			}
+		}
+	})
+	if err != nil {
+		if errors.Is(wctx.Err(), context.DeadlineExceeded) {
+			_ = c.report(upID, results, *asJSON, true)
+			return timeoutErr(fmt.Errorf("timed out after %s waiting for upgrade %s; it goes on on the hosts: follow it with `convoy history --upgrade %s`", *timeout, upID, upID))
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	return c.report(upID, results, *asJSON, true)
+}
+
+// report prints the summary and decides the exit code: 1 when any host's
+// upgrade failed, was rejected or aborted.
+func (c *upgradeCmd) report(id string, results map[string]*hostResult, asJSON, waited bool) error {
+	hosts := make([]string, 0, len(results))
+	for h := range results {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	failed := 0
+	list := make([]*hostResult, 0, len(hosts))
+	for _, h := range hosts {
+		r := results[h]
+		list = append(list, r)
+		switch events.Kind(r.Result) {
+		case events.UpgradeFailed, events.UpgradeRejected, events.UpgradeAborted:
+			failed++
+		}
+	}
+	if asJSON {
+		_ = json.NewEncoder(c.env.stdout).Encode(struct {
+			Upgrade string        `json:"upgrade"`
+			Hosts   []*hostResult `json:"hosts"`
+		}{id, list})
+	} else if waited || failed > 0 {
+		t := &tabw{w: c.env.stdout}
+		t.row("HOST", "RESULT", "COMMIT", "REASON")
+		for _, r := range list {
+			res := r.Result
+			if res == "" {
+				res = "(running)"
+			}
+			if r.Already {
+				res += " (earlier, same id)"
+			}
+			t.row(r.Host, res, short(r.Commit), r.Reason)
+		}
+		t.flush()
+	}
+	if failed > 0 {
+		return failedErr(fmt.Errorf("%d of %d host(s) did not upgrade: %w", failed, len(list), errSilent))
+	}
+	return nil
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/convoy-fleet/convoy/workers"
+)
+
+type workerCmd struct{ env *env }
+
+func (c *workerCmd) Run(ctx context.Context, args []string) error {
+	fs := c.env.flags("worker", "worker --config FILE [--allow-root]")
+	cfgPath := fs.String("config", "", "the worker's TOML config (required)")
+	allowRoot := fs.Bool("allow-root", false, "run as root (containers and tests only)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return usageErr(errors.New("--config FILE is required (see docs/config.md)"))
+	}
+	if os.Geteuid() == 0 && !*allowRoot {
+		return usageErr(errors.New("refusing to run as root, as nh os does: run the worker as a normal user and let system.elevation (sudo) grant the switch alone; --allow-root overrides this in containers and tests"))
+	}
+	log, err := c.env.logger(*logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := workers.LoadConfig(*cfgPath)
+	if err != nil {
+		return usageErr(err)
+	}
+	// Precedence: --nats, then the file's nats, then CONVOY_NATS_URL
+	// (which LoadConfig already used to fill an empty nats).
+	if !flagSet(fs, "nats") && cfg.NATS != "" {
+		c.env.nats = cfg.NATS
+	}
+	conn, err := c.env.connect(ctx, "worker "+cfg.Host, -1)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer conn.Close()
+	w, err := workers.New(workers.Options{Config: cfg, Conn: conn, Logger: log, Version: version})
+	if err != nil {
+		return usageErr(err)
+	}
+	if err := w.Run(ctx); err != nil {
+		return fmt.Errorf("worker %s: %w", cfg.Host, err)
+	}
+	return nil
+}
