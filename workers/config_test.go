@@ -1,0 +1,102 @@
+package workers_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/convoy-fleet/convoy/workers"
+)
+
+func TestParseConfigExample(t *testing.T) {
+	b, err := os.ReadFile("testdata/command.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := workers.ParseConfig(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Host != "sorrow" || c.Secrets == nil || c.Secrets.Remote != "origin" || c.Secrets.Branch != "main" {
+		t.Fatalf("parsed %+v", c)
+	}
+	if c.Upgrade.Timeout.Duration != 30*time.Minute || !*c.Upgrade.BuildBeforeSwitch || c.Golden.MaxBootFailures != 2 {
+		t.Fatalf("upgrade %+v golden %+v", c.Upgrade, c.Golden)
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	c, err := workers.ParseConfig([]byte(`host = "torment"
+[repo]
+path = "/srv/nix-config"
+[system]
+build = ["true"]
+switch = ["true"]
+current = ["true"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/var/lib/convoy" || c.Repo.Remote != "origin" || c.Repo.Branch != "main" ||
+		c.Upgrade.OnValidationFailure != "rollback" || c.Upgrade.Timeout.Duration != 30*time.Minute ||
+		c.System.Driver != "command" || c.Secrets != nil {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	if got := c.Flake(); got != "/srv/nix-config#nixosConfigurations.torment" {
+		t.Fatalf("flake %q", got)
+	}
+}
+
+func TestParseConfigRefuses(t *testing.T) {
+	base := "host = \"sorrow\"\n[repo]\npath = \"/srv/nix-config\"\n[system]\nbuild = [\"true\"]\nswitch = [\"true\"]\ncurrent = [\"true\"]\n"
+	for _, tc := range []struct {
+		name, toml string
+		want       []string
+	}{
+		{"unknown key with its line", base + "[upgrade]\ntimeuot = \"5m\"\n", []string{"line 9", `"upgrade.timeuot"`}},
+		{"unknown top-level key", "hots = \"x\"\n" + base, []string{"line 1", `"hots"`}},
+		{"two unknown keys at once", base + "[upgrade]\na = 1\nb = 2\n", []string{"line 9", "line 10"}},
+		{"bad host", strings.Replace(base, `"sorrow"`, `"Sorrow_1"`, 1), []string{"host:", "RFC 1123"}},
+		{"missing host", strings.Replace(base, `host = "sorrow"`, ``, 1), []string{"host: missing"}},
+		{"relative repo", strings.Replace(base, `/srv/nix-config`, `nix-config`, 1), []string{"repo.path", "absolute"}},
+		{"bad action", base + "[upgrade]\non_validation_failure = \"pray\"\n", []string{"rollback, notify or ignore"}},
+		{"bad duration", base + "[upgrade]\ntimeout = \"soon\"\n", []string{"line 9", "30m"}},
+		{"bad driver", strings.Replace(base, "[system]\n", "[system]\ndriver = \"docker\"\n", 1), []string{"command or nixos"}},
+		{"no switch", strings.Replace(base, "switch = [\"true\"]\n", "", 1), []string{"system.switch: missing"}},
+		{"every problem at once", "host = \"\"\nstate_dir = \"rel\"\n[repo]\n[system]\n", []string{"host: missing", "state_dir", "repo.path: missing", "system.switch"}},
+		{"bad builder", strings.Replace(base, "[system]\n", "[system]\ndriver = \"nixos\"\nbuilder = \"make\"\n", 1), []string{"nh, nixos-rebuild or nix"}},
+		{"not toml", "host = ", []string{"line 1"}},
+		{"option-like branch", base + "[secrets]\npath = \"/s\"\nbranch = \"--upload-pack=x\"\n", []string{"secrets.branch"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := workers.ParseConfig([]byte(tc.toml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	b, err := os.ReadFile("testdata/command.toml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte("host = \"x\"\n[upgrade]\ntimeout = \"1s\"\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := workers.ParseConfig(b)
+		if err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("ParseConfig accepted a config Validate refuses: %v", err)
+		}
+	})
+}
