@@ -1,0 +1,153 @@
+package projections_test
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/bus/bustest"
+	"github.com/convoy-fleet/convoy/events"
+	"github.com/convoy-fleet/convoy/projections"
+)
+
+// history appends a scripted upgrade history for host.
+func appendUpgrade(t *testing.T, c *bus.Conn, host string, kinds []events.Kind, f events.Fact) string {
+	t.Helper()
+	id := events.NewID()
+	req, _ := events.New(events.UpgradeRequested, host, "test", events.UpgradeRequest{})
+	req.UpgradeID = id
+	subj, _ := events.RequestSubject(host, events.UpgradeRequested)
+	if _, err := c.Append(t.Context(), subj, req, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kinds {
+		e, _ := events.New(k, host, "test", f)
+		e.UpgradeID = id
+		subj, _ := events.HostSubject(host, k)
+		if _, err := c.Append(t.Context(), subj, e, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return id
+}
+
+func runProjector(t *testing.T, c *bus.Conn) {
+	t.Helper()
+	p, err := projections.NewProjector(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func caughtUp(t *testing.T, f *projections.Fleet) {
+	t.Helper()
+	bustest.Eventually(t, 10*time.Second, "projection to catch up", func() bool {
+		lag, err := f.Lag(t.Context())
+		return err == nil && lag == 0
+	})
+}
+
+func TestStatusFollowsUpgradesAndRebuildsIdentically(t *testing.T) {
+	_, c := bustest.Start(t)
+	ctx := t.Context()
+	ok := []events.Kind{events.UpgradeStarted, events.PullSucceeded, events.BuildSucceeded, events.SwitchSucceeded, events.UpgradeSucceeded}
+	appendUpgrade(t, c, "sorrow", []events.Kind{events.WorkerStarted}, events.Fact{Commit: "c0"})
+	appendUpgrade(t, c, "sorrow", ok, events.Fact{Commit: "c1", Result: "/nix/store/r1", Generation: 4})
+	failID := appendUpgrade(t, c, "torment", []events.Kind{events.UpgradeStarted, events.PullSucceeded, events.BuildFailed, events.RollbackSucceeded, events.UpgradeFailed}, events.Fact{Commit: "c0", Stage: "build", Reason: "build failed"})
+
+	runProjector(t, c)
+	fleet, err := projections.OpenFleet(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caughtUp(t, fleet)
+	s, err := fleet.Host(ctx, "sorrow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.State != projections.StateIdle || s.Commit != "c1" || s.Result != "/nix/store/r1" || s.Generation != 4 || s.LastResult != "upgrade.succeeded" {
+		t.Fatalf("sorrow: %+v", s)
+	}
+	tm, _ := fleet.Host(ctx, "torment")
+	if tm.State != projections.StateFailed || tm.LastFailed != "build" || tm.LastUpgrade != failID || tm.Commit != "c0" {
+		t.Fatalf("torment: %+v", tm)
+	}
+	before, err := fleet.All(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := projections.NewProjector(ctx, c)
+	n, err := p.Rebuild(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 14 {
+		t.Fatalf("rebuild read %d events, want 14", n)
+	}
+	after, _ := fleet.All(ctx)
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("rebuild changed the view:\nbefore %+v\nafter  %+v", before, after)
+	}
+	rec, err := fleet.Upgrade(ctx, "torment", failID)
+	if err != nil || rec.Terminal != "upgrade.failed" || rec.FirstSeq == 0 {
+		t.Fatalf("upgrade index: %+v %v", rec, err)
+	}
+}
+
+func TestApplyIsIdempotentAndSkipsUnknowns(t *testing.T) {
+	e, _ := events.New(events.SwitchSucceeded, "sorrow", "test", events.Fact{Commit: "c1", Result: "r1"})
+	var s projections.Status
+	if !projections.Apply(&s, bus.Stored{Seq: 5, Event: e}) {
+		t.Fatal("not applied")
+	}
+	snapshot := s
+	if projections.Apply(&s, bus.Stored{Seq: 5, Event: e}) || projections.Apply(&s, bus.Stored{Seq: 3, Event: e}) {
+		t.Fatal("an event at or below the row's sequence was applied again")
+	}
+	future, _ := events.New(events.Kind("canary.promoted"), "sorrow", "test", nil)
+	if projections.Apply(&s, bus.Stored{Seq: 6, Event: future}) {
+		t.Fatal("an unknown kind was applied")
+	}
+	if s != snapshot {
+		t.Fatalf("row changed: %+v", s)
+	}
+}
+
+func TestHistoryByUpgradeReadsOnlyThatUpgrade(t *testing.T) {
+	_, c := bustest.Start(t)
+	ctx := t.Context()
+	kinds := []events.Kind{events.UpgradeStarted, events.UpgradeSucceeded}
+	a := appendUpgrade(t, c, "sorrow", kinds, events.Fact{})
+	b := appendUpgrade(t, c, "torment", kinds, events.Fact{})
+	appendUpgrade(t, c, "sorrow", kinds, events.Fact{})
+	runProjector(t, c)
+	fleet, _ := projections.OpenFleet(ctx, c)
+	caughtUp(t, fleet)
+	for _, id := range []string{a, b} {
+		var got []events.Kind
+		err := fleet.History(ctx, projections.Query{Upgrade: id}, func(st bus.Stored) error {
+			if st.Event.UpgradeID != id {
+				t.Errorf("history of %s returned an event of %s", id, st.Event.UpgradeID)
+			}
+			got = append(got, st.Event.Kind())
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 3 {
+			t.Fatalf("history of %s: %v, want request, started, succeeded", id, got)
+		}
+	}
+	var builds int
+	_ = fleet.History(ctx, projections.Query{Host: "sorrow", Kinds: []events.Kind{"upgrade"}}, func(bus.Stored) error { builds++; return nil })
+	if builds != 6 {
+		t.Fatalf("sorrow upgrade.* events: %d, want 6", builds)
+	}
+}
