@@ -3,23 +3,248 @@ package workers
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 )
 
-// nixosDriver builds and switches nixosConfigurations.<host>. It arrives
-// with the "NixOS on real Nix" work; until then it refuses clearly.
-type nixosDriver struct{ cfg *Config }
+// Builders of the nixos driver.
+const (
+	BuilderNH           = "nh"
+	BuilderNixosRebuild = "nixos-rebuild"
+	BuilderNix          = "nix"
+)
 
-func newNixOSDriver(c *Config) *nixosDriver { return &nixosDriver{cfg: c} }
+// GoldenRootName is the gcroot under system.gcroots that pins the golden
+// generation's store path.
+const GoldenRootName = "convoy-golden"
 
-var errNixOSPending = errors.New("system.driver nixos is not available in this build yet; use driver = \"command\"")
+// nixosDriver builds and switches nixosConfigurations.<host> of the
+// config repo's flake. The build runs as the worker's own (non-root)
+// user; only the profile update and the activation go through the
+// elevation program (sudo), so a sudoers rule can allow exactly those.
+//
+// Rollback and the golden generation work on the system profile directly
+// (nix-env --switch-generation, switch-to-configuration), whatever the
+// builder, as nixos-rebuild --rollback does.
+type nixosDriver struct {
+	builder  string
+	host     string
+	flakeRef string // the part before '#'
+	attr     string // nixosConfigurations.<name>
+	profile  string
+	gcroots  string
+	elev     []string
+	stateDir string
+}
 
-func (d *nixosDriver) Build(context.Context, Exec) (string, CmdResult, error) {
-	return "", CmdResult{}, errNixOSPending
+func newNixOSDriver(c *Config) *nixosDriver {
+	flake := c.Flake()
+	ref, attr, _ := strings.Cut(flake, "#")
+	if attr == "" {
+		attr = "nixosConfigurations." + c.Host
+	}
+	return &nixosDriver{builder: c.System.Builder, host: c.Host, flakeRef: ref, attr: attr,
+		profile: c.System.Profile, gcroots: c.System.GCRoots, elev: c.System.Elevation, stateDir: c.StateDir}
 }
-func (d *nixosDriver) Switch(context.Context, Exec, string) (int, CmdResult, error) {
-	return 0, CmdResult{}, errNixOSPending
+
+// configName is the <name> of nixosConfigurations.<name>.
+func (d *nixosDriver) configName() string {
+	return strings.TrimPrefix(d.attr, "nixosConfigurations.")
 }
-func (d *nixosDriver) Rollback(context.Context, Exec, string) (int, CmdResult, error) {
-	return 0, CmdResult{}, errNixOSPending
+
+func (d *nixosDriver) outLink() string { return filepath.Join(d.stateDir, "result") }
+
+func (d *nixosDriver) elevated(argv ...string) []string {
+	return append(append([]string{}, d.elev...), argv...)
 }
-func (d *nixosDriver) Current(context.Context, Exec) (string, error) { return "", errNixOSPending }
+
+// nixFlags turn on flakes for Nix versions that still call them
+// experimental, without touching the host's nix.conf.
+var nixFlags = []string{"--extra-experimental-features", "nix-command flakes"}
+
+// buildArgv returns the build command and the directory it runs in.
+func (d *nixosDriver) buildArgv() (dir string, argv []string) {
+	switch d.builder {
+	case BuilderNH:
+		return d.stateDir, []string{"nh", "os", "build", d.flakeRef, "--hostname", d.configName(), "--out-link", d.outLink(), "--no-nom"}
+	case BuilderNixosRebuild:
+		// nixos-rebuild build leaves ./result in its working directory.
+		return d.stateDir, []string{"nixos-rebuild", "build", "--flake", d.flakeRef + "#" + d.configName()}
+	}
+	argv = append([]string{"nix"}, nixFlags...)
+	return d.stateDir, append(argv, "build", d.flakeRef+"#"+d.attr+".config.system.build.toplevel", "--out-link", d.outLink())
+}
+
+// switchArgvs returns the commands that make result the running system.
+func (d *nixosDriver) switchArgvs(result string) [][]string {
+	switch d.builder {
+	case BuilderNH:
+		argv := []string{"nh", "os", "switch", d.flakeRef, "--hostname", d.configName(), "--no-nom"}
+		if len(d.elev) > 0 {
+			argv = append(argv, "--elevation-program", d.elev[0])
+		}
+		return [][]string{argv}
+	case BuilderNixosRebuild:
+		return [][]string{d.elevated("nixos-rebuild", "switch", "--flake", d.flakeRef+"#"+d.configName())}
+	}
+	return [][]string{
+		d.elevated("nix-env", "-p", d.profile, "--set", result),
+		d.elevated(result+"/bin/switch-to-configuration", "switch"),
+	}
+}
+
+func (d *nixosDriver) Build(ctx context.Context, run Exec) (string, CmdResult, error) {
+	_ = os.Remove(d.outLink())
+	dir, argv := d.buildArgv()
+	res := run(ctx, dir, argv)
+	if res.Err != nil {
+		return "", res, res.Err
+	}
+	result, err := filepath.EvalSymlinks(d.outLink())
+	if err != nil {
+		return "", res, fmt.Errorf("build left no result at %s: %w", d.outLink(), err)
+	}
+	return result, res, nil
+}
+
+func (d *nixosDriver) Switch(ctx context.Context, run Exec, result string) (int, CmdResult, error) {
+	var res CmdResult
+	for _, argv := range d.switchArgvs(result) {
+		res = run(ctx, "/", argv)
+		if res.Err != nil {
+			return d.generation(), res, res.Err
+		}
+	}
+	if cur, _ := d.Current(ctx, run); result != "" && cur != result {
+		return d.generation(), res, fmt.Errorf("switch ran, but the profile %s points at %s, not the built %s", d.profile, cur, result)
+	}
+	return d.generation(), res, nil
+}
+
+// activate points the profile at path (an existing generation when one
+// holds it, else a new one) and runs its switch-to-configuration action
+// ("switch", or "boot" to make it the boot default only).
+func (d *nixosDriver) activate(ctx context.Context, run Exec, path, action string) (int, CmdResult, error) {
+	var argv []string
+	if gen := d.generationOf(path); gen > 0 {
+		argv = d.elevated("nix-env", "-p", d.profile, "--switch-generation", strconv.Itoa(gen))
+	} else {
+		argv = d.elevated("nix-env", "-p", d.profile, "--set", path)
+	}
+	res := run(ctx, "/", argv)
+	if res.Err != nil {
+		return d.generation(), res, res.Err
+	}
+	res = run(ctx, "/", d.elevated(path+"/bin/switch-to-configuration", action))
+	return d.generation(), res, res.Err
+}
+
+func (d *nixosDriver) Rollback(ctx context.Context, run Exec, previous string) (int, CmdResult, error) {
+	if previous == "" {
+		return 0, CmdResult{}, errors.New("the profile had no generation before this switch, so there is nothing to return to")
+	}
+	return d.activate(ctx, run, previous, "switch")
+}
+
+func (d *nixosDriver) Current(context.Context, Exec) (string, error) {
+	p, err := filepath.EvalSymlinks(d.profile)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("current: %w", err)
+	}
+	return p, nil
+}
+
+// generation returns the profile's current generation number (0 if none).
+func (d *nixosDriver) generation() int {
+	link, err := os.Readlink(d.profile)
+	if err != nil {
+		return 0
+	}
+	return linkGeneration(filepath.Base(d.profile), filepath.Base(link))
+}
+
+func linkGeneration(base, name string) int {
+	s, ok := strings.CutPrefix(name, base+"-")
+	if !ok {
+		return 0
+	}
+	s, ok = strings.CutSuffix(s, "-link")
+	if !ok {
+		return 0
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// generationOf returns the newest generation of the profile whose link
+// points at path, or 0 if none does (it was deleted, e.g. by
+// nix-collect-garbage -d).
+func (d *nixosDriver) generationOf(path string) int {
+	dir, base := filepath.Dir(d.profile), filepath.Base(d.profile)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var gens []int
+	for _, e := range ents {
+		if n := linkGeneration(base, e.Name()); n > 0 {
+			if t, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && t == path {
+				gens = append(gens, n)
+			}
+		}
+	}
+	if len(gens) == 0 {
+		return 0
+	}
+	sort.Ints(gens)
+	return gens[len(gens)-1]
+}
+
+// goldenRoot is the gcroot symlink of the golden generation.
+func (d *nixosDriver) goldenRoot() string { return filepath.Join(d.gcroots, GoldenRootName) }
+
+// Golden returns the pinned golden store path, or "" if none is pinned.
+func (d *nixosDriver) Golden() string {
+	t, err := os.Readlink(d.goldenRoot())
+	if err != nil {
+		return ""
+	}
+	return t
+}
+
+// Pin makes path the golden generation: a gcroot pointing at the store
+// path itself, not at the profile's system-N-link (which
+// nix-collect-garbage -d deletes, leaving the root dangling).
+func (d *nixosDriver) Pin(ctx context.Context, run Exec, path string) (CmdResult, error) {
+	res := run(ctx, "/", d.elevated("nix-store", "--add-root", d.goldenRoot(), "--realise", path))
+	if res.Err != nil {
+		return res, res.Err
+	}
+	if got := d.Golden(); got != path {
+		return res, fmt.Errorf("pin: %s points at %q, want %s", d.goldenRoot(), got, path)
+	}
+	return res, nil
+}
+
+// RestoreGolden makes the golden generation current and the boot default.
+func (d *nixosDriver) RestoreGolden(ctx context.Context, run Exec) (string, int, CmdResult, error) {
+	g := d.Golden()
+	if g == "" {
+		return "", 0, CmdResult{}, errors.New("no golden generation is pinned (" + d.goldenRoot() + " is missing)")
+	}
+	if _, err := os.Stat(g); err != nil {
+		return g, 0, CmdResult{}, fmt.Errorf("golden store path %s is gone: %w", g, err)
+	}
+	gen, res, err := d.activate(ctx, run, g, "boot")
+	return g, gen, res, err
+}

@@ -58,7 +58,7 @@ func (w *Worker) upgrade(ctx context.Context, id string, req events.UpgradeReque
 	if err := w.emit(ctx, id, events.UpgradeStarted, events.Fact{Rev: req.Rev, Log: logPath}); err != nil {
 		return err
 	}
-	w.state.InFlight = &inFlight{UpgradeID: id}
+	w.state.InFlight = &inFlight{UpgradeID: id, StartedSeq: w.lastSeq}
 	if err := w.saveState(); err != nil {
 		return err
 	}
@@ -397,7 +397,9 @@ func (w *Worker) recover(ctx context.Context) error {
 		}
 		return nil
 	}
-	if err == nil && last.Event.UpgradeID == inf.UpgradeID && last.Event.Kind().IsTerminal() {
+	if ended, err := w.ended(ctx, inf); err != nil {
+		return err
+	} else if ended {
 		w.state.finish(inf.UpgradeID)
 		return w.saveState()
 	}
@@ -428,8 +430,22 @@ func (w *Worker) recover(ctx context.Context) error {
 		Reason: "worker stopped mid-upgrade (crash or kill); host put back to the commit it had before"})
 }
 
-// pin handles pin.requested. The golden generation belongs to the nixos
-// driver; without it the request is refused with the reason.
-func (w *Worker) pin(ctx context.Context, id string) error {
-	return w.finish(ctx, id, events.UpgradeRejected, events.Fact{Reason: "pin requested, but this worker has no golden generation support (system.driver = " + w.cfg.System.Driver + ")"})
+// ended reports whether the in-flight upgrade's terminal fact is stored
+// (it was, but the process stopped before it could record that). It reads
+// only this upgrade's facts, from upgrade.started on.
+func (w *Worker) ended(ctx context.Context, inf *inFlight) (bool, error) {
+	if inf.StartedSeq == 0 {
+		return false, nil
+	}
+	errFound := errors.New("found")
+	err := w.conn.Replay(ctx, []string{events.HostFacts(w.cfg.Host)}, bus.From{Seq: inf.StartedSeq}, func(st bus.Stored) error {
+		if st.Event.UpgradeID == inf.UpgradeID && st.Event.Kind().IsTerminal() {
+			return errFound
+		}
+		return nil
+	})
+	if errors.Is(err, errFound) {
+		return true, nil
+	}
+	return false, err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -26,10 +27,33 @@ type localState struct {
 	// InFlight is set from upgrade.started until the terminal fact is
 	// acknowledged; after a crash it says how to put the host back.
 	InFlight *inFlight `json:"in_flight,omitempty"`
+	// Validated lists the system results that passed a boot check, newest
+	// last: the only ones the golden pin may move to.
+	Validated []string `json:"validated,omitempty"`
+	// BootFailures counts consecutive failed boot checks of BootFailed.
+	BootFailures int    `json:"boot_failures,omitempty"`
+	BootFailed   string `json:"boot_failed,omitempty"`
+}
+
+func (s *localState) validated(result string) bool {
+	return result != "" && slices.Contains(s.Validated, result)
+}
+
+func (s *localState) markValidated(result string) {
+	if s.validated(result) {
+		return
+	}
+	s.Validated = append(s.Validated, result)
+	if len(s.Validated) > 32 {
+		s.Validated = s.Validated[len(s.Validated)-32:]
+	}
 }
 
 type inFlight struct {
-	UpgradeID  string `json:"upgrade_id"`
+	UpgradeID string `json:"upgrade_id"`
+	// StartedSeq is where upgrade.started is stored; recovery reads the
+	// upgrade's facts from there.
+	StartedSeq uint64 `json:"started_seq,omitempty"`
 	OldCommit  string `json:"old_commit,omitempty"`
 	OldSecrets string `json:"old_secrets,omitempty"`
 	// Switching is set before the switch starts; Previous is what ran
@@ -150,6 +174,14 @@ func (o outbox) put(subject string, e events.Event) error {
 		return fmt.Errorf("outbox: %w", err)
 	}
 	return nil
+}
+
+func (o outbox) has(id string) bool {
+	if strings.ContainsAny(id, "/.") {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(o.dir, id+".json"))
+	return err == nil
 }
 
 func (o outbox) remove(id string) error {

@@ -33,6 +33,9 @@ type Options struct {
 	Driver Driver
 	// Version is reported in worker.started.
 	Version string
+	// Env is added to the environment of every command the worker runs
+	// (tests point Nix at a private store with it).
+	Env []string
 	// AckWait is how long a request may go without a progress ack before
 	// JetStream redelivers it; default 30s. Progress acks are sent every
 	// AckWait/3 while an upgrade runs.
@@ -50,6 +53,7 @@ type Worker struct {
 	driver   Driver
 	log      *slog.Logger
 	version  string
+	extraEnv []string
 	ackWait  time.Duration
 	source   string
 	statePth string
@@ -64,8 +68,8 @@ type Worker struct {
 // New checks the host's checkouts and returns a worker. It does not touch
 // the bus or the state dir until Run.
 func New(o Options) (*Worker, error) {
-	if o.Config == nil || o.Conn == nil {
-		return nil, errors.New("worker: Config and Conn are required")
+	if o.Config == nil {
+		return nil, errors.New("worker: Config is required")
 	}
 	c := o.Config
 	for _, r := range c.repos() {
@@ -89,7 +93,7 @@ func New(o Options) (*Worker, error) {
 		ackWait = 30 * time.Second
 	}
 	return &Worker{
-		cfg: c, conn: o.Conn, driver: d, version: o.Version, ackWait: ackWait,
+		cfg: c, conn: o.Conn, driver: d, version: o.Version, ackWait: ackWait, extraEnv: o.Env,
 		log:      log.With(logHost, c.Host),
 		source:   "convoy/worker/" + c.Host,
 		statePth: filepath.Join(c.StateDir, "state.json"),
@@ -112,19 +116,14 @@ func (c *Config) repos() []*gitRepo {
 // clean stop, or an error when it cannot go on (bus provisioning, a second
 // worker for the host, a state dir it cannot write).
 func (w *Worker) Run(ctx context.Context) error {
-	for _, d := range []string{w.cfg.StateDir, w.logDir, w.out.dir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("state dir: %w", err)
-		}
+	if w.conn == nil {
+		return errors.New("worker: no bus connection")
 	}
-	lock, err := lockDir(w.cfg.StateDir)
+	lock, err := w.open()
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
-	if w.state, err = loadState(w.statePth); err != nil {
-		return err
-	}
 	if w.upgrades, err = w.conn.KV(ctx, bus.UpgradesBucket); err != nil {
 		return err
 	}
@@ -185,6 +184,24 @@ func (w *Worker) serve(ctx context.Context) error {
 	}
 }
 
+// open creates the state dir, locks it and loads the local state.
+func (w *Worker) open() (*os.File, error) {
+	for _, d := range []string{w.cfg.StateDir, w.logDir, w.out.dir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("state dir: %w", err)
+		}
+	}
+	lock, err := lockDir(w.cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if w.state, err = loadState(w.statePth); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return lock, nil
+}
+
 // syncSeq learns the sequence of this host's last fact.
 func (w *Worker) syncSeq(ctx context.Context) error {
 	last, err := w.conn.Last(ctx, events.HostFacts(w.cfg.Host))
@@ -217,6 +234,10 @@ func (w *Worker) emit(ctx context.Context, upgradeID string, k events.Kind, f ev
 	if err := w.out.put(subj, e); err != nil {
 		return err
 	}
+	if w.conn == nil {
+		w.log.Warn("bus unreachable; event queued in the outbox for the worker to publish", logKind, k)
+		return nil
+	}
 	if err := w.publish(ctx, subj, e); err != nil {
 		return err
 	}
@@ -233,16 +254,35 @@ func (w *Worker) publish(ctx context.Context, subj string, e events.Event) error
 		seq, err := w.conn.Append(ctx, subj, e, &bus.Expect{Filter: events.HostFacts(w.cfg.Host), Seq: w.lastSeq})
 		var ce *bus.ConflictError
 		if errors.As(err, &ce) {
+			if w.adoptOwn(ctx, ce.Actual) {
+				return errors.New("an earlier event of ours was stored without our seeing its ack; retrying after it")
+			}
 			return backoff.Permanent(fmt.Errorf("%w: %w; stop the other worker for %s", ErrSecondWorker, err, w.cfg.Host))
 		}
 		if err != nil {
 			return err
 		}
-		w.lastSeq = seq
+		// A retry deduplicated by id returns the original, older sequence.
+		w.lastSeq = max(w.lastSeq, seq)
 		return nil
 	}, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
 		w.log.Warn("bus unavailable; event waits in the outbox", logKind, e.Type, logErr, err, logRetry, next)
 	})
+}
+
+// adoptOwn handles a failed append guard: if the message at seq is one of
+// this worker's own outbox events (stored, but its ack was lost to a
+// cancelled context or a dropped connection), it is ours, not a second
+// worker's: record it as published and report true.
+func (w *Worker) adoptOwn(ctx context.Context, seq uint64) bool {
+	st, err := w.conn.Get(ctx, seq)
+	if err != nil || st.MsgID == "" || !w.out.has(st.MsgID) {
+		return false
+	}
+	w.lastSeq = max(w.lastSeq, seq)
+	_ = w.out.remove(st.MsgID)
+	w.log.Info("an event stored before its ack was lost is recorded as published", logSeq, seq, logKind, st.Event.Type)
+	return true
 }
 
 func (w *Worker) flushOutbox(ctx context.Context) error {
@@ -270,7 +310,8 @@ func (w *Worker) quietExec() Exec {
 }
 
 func (w *Worker) env(upgradeID string) []string {
-	env := []string{"CONVOY_HOST=" + w.cfg.Host, "CONVOY_REPO=" + w.cfg.Repo.Path, "CONVOY_STATE_DIR=" + w.cfg.StateDir}
+	env := append([]string{}, w.extraEnv...)
+	env = append(env, "CONVOY_HOST="+w.cfg.Host, "CONVOY_REPO="+w.cfg.Repo.Path, "CONVOY_STATE_DIR="+w.cfg.StateDir)
 	if w.cfg.Secrets != nil {
 		env = append(env, "CONVOY_SECRETS="+w.cfg.Secrets.Path)
 	}
@@ -296,8 +337,9 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) error {
 			return err
 		}
 		if ctx.Err() != nil {
-			// Stopping: the request is redelivered to the next run, which
+			// Stopping: hand the request back at once; the next run
 			// recognises it as done (or recovers it) by its upgrade id.
+			_ = m.Nak()
 			return nil
 		}
 		w.log.Error("request not finished; it will be redelivered", logSeq, md.Sequence.Stream, logErr, err)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,17 @@ import (
 type rig struct {
 	conn  *bus.Conn
 	fleet *sandbox.Fleet
+	env   []string // for every command the workers run
+	stops []func()
+}
+
+// stopAll stops every worker started so far.
+func (r *rig) stopAll(t *testing.T) {
+	t.Helper()
+	for _, stop := range r.stops {
+		stop()
+	}
+	r.stops = nil
 }
 
 func newRig(t *testing.T, o sandbox.Options, hosts ...string) *rig {
@@ -38,7 +50,11 @@ func newRig(t *testing.T, o sandbox.Options, hosts ...string) *rig {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = p.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &rig{conn: c, fleet: f}
+	r := &rig{conn: c, fleet: f}
+	if o.Nix {
+		r.env = f.NixEnv()
+	}
+	return r
 }
 
 // start runs a worker for host until the test ends.
@@ -48,19 +64,24 @@ func (r *rig) start(t *testing.T, host string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := workers.New(workers.Options{Config: cfg, Conn: r.conn, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	w, err := workers.New(workers.Options{Config: cfg, Conn: r.conn, Env: r.env, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker %s: %v", host, err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("worker %s: %v", host, err)
+			}
+		})
+	}
+	r.stops = append(r.stops, stop)
+	t.Cleanup(stop)
 	bustest.Expect(t, r.conn, host, events.WorkerStarted)
 }
 

@@ -43,6 +43,11 @@ type Options struct {
 	OnValidationFailure string
 	HealthChecks        []string
 	Timeout             string
+	// Nix makes the fleet a real Nix one: the remote holds a flake whose
+	// nixosConfigurations.<host> build with Nix, and the hosts use the
+	// nixos driver with the nix builder, a profile and gcroots of their
+	// own, and the golden generation. See NixEnv.
+	Nix bool
 	// Extra is appended to every config verbatim.
 	Extra string
 }
@@ -108,6 +113,19 @@ func New(dir string, hosts []string, o Options) (*Fleet, error) {
 			return nil, err
 		}
 	}
+	if o.Nix {
+		if err := HaveNix(); err != nil {
+			return nil, err
+		}
+		for _, d := range []string{"store", "var", "log", "cache"} {
+			if err := os.MkdirAll(filepath.Join(dir, "nix", d), 0o755); err != nil {
+				return nil, err
+			}
+		}
+		if err := commitFile(f.Work, "flake.nix", flakeFor(hosts), "flake: nixosConfigurations for every host"); err != nil {
+			return nil, err
+		}
+	}
 	for _, name := range hosts {
 		h := &Host{Name: name, Repo: filepath.Join(dir, name, "nix-config"), SecretRepo: filepath.Join(dir, name, "nix-secrets"),
 			StateDir: filepath.Join(dir, name, "state"), System: filepath.Join(dir, name, "system"), Config: filepath.Join(dir, name, "convoy.toml")}
@@ -115,6 +133,14 @@ func New(dir string, hosts []string, o Options) (*Fleet, error) {
 			if _, err := Git(dir, "clone", "--quiet", c[0], c[1]); err != nil {
 				return nil, err
 			}
+		}
+		for _, d := range []string{h.Profile(), h.GCRoots()} {
+			if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
+				return nil, err
+			}
+		}
+		if err := os.MkdirAll(h.GCRoots(), 0o755); err != nil {
+			return nil, err
 		}
 		if err := os.WriteFile(h.Config, []byte(h.config(o)), 0o644); err != nil {
 			return nil, err
@@ -150,10 +176,14 @@ func (h *Host) config(o Options) string {
 	fmt.Fprintf(&b, "state_dir = %q\n\n[repo]\npath = %q\n\n[secrets]\npath = %q\n\n", h.StateDir, h.Repo, h.SecretRepo)
 	fmt.Fprintf(&b, "[upgrade]\npre_update_hooks = %s\nvalidation_checks = %s\non_validation_failure = %q\nhealth_checks = %s\ntimeout = %q\n\n",
 		tomlList(o.PreUpdateHooks), tomlList(o.ValidationChecks), onFail, tomlList(o.HealthChecks), timeout)
-	fmt.Fprintf(&b, "[system]\ndriver = \"command\"\nbuild = %s\nswitch = %s\ncurrent = %s\n",
-		tomlList([]string{"sh", "-c", buildScript}),
-		tomlList([]string{"env", env, "sh", "-c", switchScript}),
-		tomlList([]string{"env", env, "sh", "-c", currentScript}))
+	if o.Nix {
+		b.WriteString(h.nixConfig())
+	} else {
+		fmt.Fprintf(&b, "[system]\ndriver = \"command\"\nbuild = %s\nswitch = %s\ncurrent = %s\n",
+			tomlList([]string{"sh", "-c", buildScript}),
+			tomlList([]string{"env", env, "sh", "-c", switchScript}),
+			tomlList([]string{"env", env, "sh", "-c", currentScript}))
+	}
 	b.WriteString(o.Extra)
 	return b.String()
 }
