@@ -24,9 +24,9 @@ func needNix(t *testing.T) {
 	}
 }
 
-func generations(t *testing.T, f *sandbox.Fleet, h *sandbox.Host) []string {
+func generations(t *testing.T, h *sandbox.Host) []string {
 	t.Helper()
-	out, err := f.Nix("nix-env", "-p", h.Profile(), "--list-generations")
+	out, err := h.Nix("nix-env", "-p", h.Profile(), "--list-generations")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestNixUpgradeAddsAGenerationPerUpgrade(t *testing.T) {
 		if got := r.upgrade(t, "sorrow", ""); got[len(got)-1] != events.UpgradeSucceeded {
 			t.Fatalf("upgrade %d: %v", i+1, got)
 		}
-		if n := len(generations(t, r.fleet, h)); n != i+1 {
+		if n := len(generations(t, h)); n != i+1 {
 			t.Fatalf("after upgrade %d the profile has %d generations, want %d", i+1, n, i+1)
 		}
 	}
@@ -97,7 +97,7 @@ func TestNixSyntaxErrorFailsTheBuild(t *testing.T) {
 	if !strings.Contains(f.Output, "syntax error") || f.ExitCode == nil || *f.ExitCode != 1 {
 		t.Fatalf("build.failed lacks Nix's error: exit %v output %q", f.ExitCode, f.Output)
 	}
-	if n := len(generations(t, r.fleet, h)); n != 1 {
+	if n := len(generations(t, h)); n != 1 {
 		t.Fatalf("a failed build added a generation: %d", n)
 	}
 	if c, s, _ := h.Head(); c != oldC || s != oldS {
@@ -146,7 +146,7 @@ func TestBootCheckPinsGoldenAndFallsBackAfterRepeatedFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	bootCheck := func() (workers.BootResult, error) {
-		return workers.BootCheck(t.Context(), workers.Options{Config: cfg, Conn: r.conn, Env: r.env})
+		return workers.BootCheck(t.Context(), workers.Options{Config: cfg, Conn: r.conn, Env: r.env("sorrow")})
 	}
 	r.start(t, "sorrow")
 	if got := r.upgrade(t, "sorrow", ""); got[len(got)-1] != events.UpgradeSucceeded {
@@ -187,14 +187,14 @@ func TestBootCheckPinsGoldenAndFallsBackAfterRepeatedFailures(t *testing.T) {
 	if err := os.WriteFile(junk, []byte("not rooted"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	unrooted, err := r.fleet.Nix("nix-store", "--add", junk)
+	unrooted, err := h.Nix("nix-store", "--add", junk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.fleet.Nix("nix-env", "-p", h.Profile(), "--delete-generations", "old"); err != nil {
+	if _, err := h.Nix("nix-env", "-p", h.Profile(), "--delete-generations", "old"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.fleet.Nix("nix-collect-garbage", "-d"); err != nil {
+	if _, err := h.Nix("nix-collect-garbage", "-d"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(golden); err != nil {

@@ -22,8 +22,16 @@ import (
 type rig struct {
 	conn  *bus.Conn
 	fleet *sandbox.Fleet
-	env   []string // for every command the workers run
+	nix   bool // workers run Nix in their host's private store
 	stops []func()
+}
+
+// env is the extra environment of host's worker.
+func (r *rig) env(host string) []string {
+	if r.nix {
+		return r.fleet.Hosts[host].NixEnv()
+	}
+	return nil
 }
 
 // stopAll stops every worker started so far.
@@ -50,11 +58,7 @@ func newRig(t *testing.T, o sandbox.Options, hosts ...string) *rig {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = p.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	r := &rig{conn: c, fleet: f}
-	if o.Nix {
-		r.env = f.NixEnv()
-	}
-	return r
+	return &rig{conn: c, fleet: f, nix: o.Nix}
 }
 
 // start runs a worker for host until the test ends.
@@ -64,7 +68,7 @@ func (r *rig) start(t *testing.T, host string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := workers.New(workers.Options{Config: cfg, Conn: r.conn, Env: r.env, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	w, err := workers.New(workers.Options{Config: cfg, Conn: r.conn, Env: r.env(host), Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}

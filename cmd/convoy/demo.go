@@ -23,9 +23,10 @@ type demoCmd struct{ env *env }
 // dir, and drives one upgrade that succeeds and one that fails and rolls
 // back, through the same code paths as `convoy upgrade` and `convoy status`.
 func (c *demoCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("demo", "demo [--keep]")
+	fs := c.env.flags("demo", "demo [--keep] [--no-nix] [-v]")
 	keep := fs.Bool("keep", false, "keep the temp dir (bus data, repos, logs) and print its path")
 	verbose := fs.Bool("v", false, "show the workers' logs")
+	noNix := fs.Bool("no-nix", false, "use the command driver even when Nix is installed")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -67,14 +68,21 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 	defer func() { pstop(); <-pdone }()
 
 	hosts := []string{"sorrow", "torment"}
+	useNix := !*noNix && sandbox.HaveNix() == nil
 	step("creating a nix-config remote, a secrets remote and checkouts for %v", hosts)
 	fleet, err := sandbox.New(filepath.Join(dir, "fleet"), hosts, sandbox.Options{
 		NATS:             srv.ClientURL(),
 		PreUpdateHooks:   []string{"echo pre-update hook: syncing dotfiles"},
 		ValidationChecks: []string{"grep -q 'openssh.enable = true' configuration.nix"},
+		Nix:              useNix,
 	})
 	if err != nil {
 		return err
+	}
+	if useNix {
+		fmt.Fprintf(out, "Nix is installed: each host builds nixosConfigurations.<host> with the nix builder into a store of its own (%s)\n", filepath.Join(dir, "fleet", "<host>", "nix", "store"))
+	} else {
+		fmt.Fprintln(out, "Nix is not installed: hosts use the command driver (install Nix to see real builds and generations)")
 	}
 	logOut := io.Discard
 	if *verbose {
@@ -84,12 +92,16 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 	wctx, wstop := context.WithCancel(ctx)
 	wdone := make(chan error, len(hosts))
 	for _, h := range hosts {
+		var nixEnv []string
+		if useNix {
+			nixEnv = fleet.Hosts[h].NixEnv()
+		}
 		cfg, err := workers.LoadConfig(fleet.Hosts[h].Config)
 		if err != nil {
 			wstop()
 			return err
 		}
-		w, err := workers.New(workers.Options{Config: cfg, Conn: conn, Logger: log, Version: version})
+		w, err := workers.New(workers.Options{Config: cfg, Conn: conn, Logger: log, Version: version, Env: nixEnv})
 		if err != nil {
 			wstop()
 			return err

@@ -47,6 +47,8 @@ func commands(e *env) map[string]command {
 		"history":     &historyCmd{env: e},
 		"watch":       &watchCmd{env: e},
 		"projections": &projectionsCmd{env: e},
+		"golden":      &goldenCmd{env: e},
+		"boot-check":  &bootCheckCmd{env: e},
 		"demo":        &demoCmd{env: e},
 		"version":     &versionCmd{env: e},
 	}
@@ -64,6 +66,8 @@ Commands:
   history      show the audit trail: history [HOST] [--upgrade ID] [--type KIND] [--since T] [--json]
   watch        follow events live: watch [HOST] [--json]
   projections  projections rebuild: recompute fleet status from the stream
+  golden       golden show|pin HOST: the pinned fallback generation
+  boot-check   run once after boot (--config FILE): validate, pin golden, fall back
   demo         run a whole fleet in a temp dir and show two upgrades
   version      print the version
 

@@ -72,11 +72,11 @@ func flakeFor(hosts []string) string {
 	return strings.Replace(flakeTemplate, "HOSTS", strings.Join(q, " "), 1)
 }
 
-// NixEnv is the environment that points Nix at the sandbox's private
-// store and state under Dir/nix, so tests never share (or collect) each
-// other's store paths and need no /nix.
-func (f *Fleet) NixEnv() []string {
-	n := filepath.Join(f.Dir, "nix")
+// NixEnv is the environment that points Nix at the host's private store
+// and state, as each real host has its own: hosts (and tests) never share,
+// lock or collect each other's store paths, and need no /nix.
+func (h *Host) NixEnv() []string {
+	n := h.nixDir()
 	return []string{
 		"NIX_CONFIG=" + NixConfig,
 		"NIX_STORE_DIR=" + filepath.Join(n, "store"),
@@ -86,11 +86,13 @@ func (f *Fleet) NixEnv() []string {
 	}
 }
 
-// Nix runs a Nix command in the sandbox's environment and returns its
+func (h *Host) nixDir() string { return filepath.Join(filepath.Dir(h.StateDir), "nix") }
+
+// Nix runs a Nix command in the host's Nix environment and returns its
 // trimmed stdout.
-func (f *Fleet) Nix(args ...string) (string, error) {
+func (h *Host) Nix(args ...string) (string, error) {
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), f.NixEnv()...)
+	cmd.Env = append(os.Environ(), h.NixEnv()...)
 	out, err := cmd.Output()
 	if err != nil {
 		var ee *exec.ExitError

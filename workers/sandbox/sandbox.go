@@ -117,11 +117,6 @@ func New(dir string, hosts []string, o Options) (*Fleet, error) {
 		if err := HaveNix(); err != nil {
 			return nil, err
 		}
-		for _, d := range []string{"store", "var", "log", "cache"} {
-			if err := os.MkdirAll(filepath.Join(dir, "nix", d), 0o755); err != nil {
-				return nil, err
-			}
-		}
 		if err := commitFile(f.Work, "flake.nix", flakeFor(hosts), "flake: nixosConfigurations for every host"); err != nil {
 			return nil, err
 		}
@@ -134,13 +129,16 @@ func New(dir string, hosts []string, o Options) (*Fleet, error) {
 				return nil, err
 			}
 		}
-		for _, d := range []string{h.Profile(), h.GCRoots()} {
-			if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
-				return nil, err
+		dirs := []string{filepath.Dir(h.Profile()), h.GCRoots()}
+		if o.Nix {
+			for _, d := range []string{"store", "var", "log", "cache"} {
+				dirs = append(dirs, filepath.Join(h.nixDir(), d))
 			}
 		}
-		if err := os.MkdirAll(h.GCRoots(), 0o755); err != nil {
-			return nil, err
+		for _, d := range dirs {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return nil, err
+			}
 		}
 		if err := os.WriteFile(h.Config, []byte(h.config(o)), 0o644); err != nil {
 			return nil, err
@@ -228,8 +226,12 @@ func (h *Host) Head() (config, secrets string, err error) {
 	return
 }
 
-// Running returns what the host's system runs (the last switched result).
+// Running returns what the host's system runs: the profile's store path
+// in a Nix fleet, else the last result the command driver switched to.
 func (h *Host) Running() string {
+	if p, err := filepath.EvalSymlinks(h.Profile()); err == nil {
+		return p
+	}
 	b, _ := os.ReadFile(h.System)
 	return strings.TrimSpace(string(b))
 }
