@@ -33,6 +33,10 @@ type RepoConfig struct {
 	Path   string `toml:"path"`
 	Remote string `toml:"remote"` // default "origin"
 	Branch string `toml:"branch"` // default "main"
+	// VerifyCommits builds only a target commit with a good SSH signature
+	// from a key in AllowedSigners (git's gpg.ssh.allowedSignersFile).
+	VerifyCommits  bool   `toml:"verify_commits"`
+	AllowedSigners string `toml:"allowed_signers"`
 }
 
 // UpgradeConfig shapes the pipeline.
@@ -235,6 +239,12 @@ func (c *Config) Validate() error {
 		}
 		if strings.HasPrefix(r.Branch, "-") || strings.ContainsAny(r.Branch, " \t\n~^:?*[\\") {
 			bad("%s.branch %q: not a branch name", name, r.Branch)
+		}
+		if r.VerifyCommits && r.AllowedSigners == "" {
+			bad("%s.verify_commits: needs %s.allowed_signers, the file of keys allowed to sign (see ssh-keygen(1) ALLOWED SIGNERS)", name, name)
+		}
+		if r.AllowedSigners != "" && !filepath.IsAbs(r.AllowedSigners) {
+			bad("%s.allowed_signers %q: must be an absolute path", name, r.AllowedSigners)
 		}
 	}
 	checkRepo("repo", c.Repo)

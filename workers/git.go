@@ -21,6 +21,10 @@ type gitRepo struct {
 // reachable from the tracked branch of the tracked remote.
 var ErrNotOnBranch = errors.New("not a commit on the tracked branch")
 
+// ErrUnsigned is wrapped when verify_commits is on and the target commit
+// has no good signature from an allowed key.
+var ErrUnsigned = errors.New("commit signature not verified")
+
 // ErrBadRev is wrapped when a requested revision names nothing.
 var ErrBadRev = errors.New("unknown revision")
 
@@ -136,4 +140,21 @@ func firstLine(s string) string {
 		return s[:i] + " …"
 	}
 	return s
+}
+
+// verify checks the commit's SSH signature against the allowed signers.
+func (g *gitRepo) verify(ctx context.Context, commit string) error {
+	if !g.cfg.VerifyCommits {
+		return nil
+	}
+	res := g.run(ctx, g.cfg.Path, []string{"git", "-c", "gpg.format=ssh", "-c", "gpg.ssh.allowedSignersFile=" + g.cfg.AllowedSigners,
+		"verify-commit", "--", commit}, gitEnv...)
+	if res.Err != nil {
+		why := strings.TrimSpace(lastLine(res.Tail))
+		if why == "" {
+			why = "no signature"
+		}
+		return fmt.Errorf("%w: %s %s: %s (only commits signed by a key in %s are deployed)", ErrUnsigned, g.name, short(commit), why, g.cfg.AllowedSigners)
+	}
+	return nil
 }

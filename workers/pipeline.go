@@ -197,6 +197,19 @@ func (j *job) pipeline(ctx context.Context) (outcome, error) {
 			return pullFailed(err)
 		}
 	}
+	for _, v := range []struct {
+		r      *gitRepo
+		commit string
+	}{{j.repo, target}, {j.secrets, j.newSecrets}} {
+		if v.r == nil {
+			continue
+		}
+		if err := v.r.verify(ctx, v.commit); errors.Is(err, ErrUnsigned) {
+			return outcome{events.UpgradeRejected, events.Fact{Rev: j.req.Rev, Commit: target, Reason: err.Error()}}, nil
+		} else if err != nil {
+			return pullFailed(err)
+		}
+	}
 	deployed := j.w.state.Deployed
 	if deployed != "" && target == deployed && j.newSecrets == j.w.state.DeployedSecrets && target == j.oldCommit {
 		return outcome{events.UpgradeSkipped, events.Fact{Rev: j.req.Rev, Commit: target, Reason: events.ReasonAlreadyCurrent + ": " + short(target) + " is deployed"}}, nil

@@ -48,6 +48,8 @@ type Options struct {
 	// nixos driver with the nix builder, a profile and gcroots of their
 	// own, and the golden generation. See NixEnv.
 	Nix bool
+	// RepoExtra is added to the [repo] table verbatim.
+	RepoExtra string
 	// Extra is appended to every config verbatim.
 	Extra string
 }
@@ -171,7 +173,7 @@ func (h *Host) config(o Options) string {
 	if o.NATS != "" {
 		fmt.Fprintf(&b, "nats = %q\n", o.NATS)
 	}
-	fmt.Fprintf(&b, "state_dir = %q\n\n[repo]\npath = %q\n\n[secrets]\npath = %q\n\n", h.StateDir, h.Repo, h.SecretRepo)
+	fmt.Fprintf(&b, "state_dir = %q\n\n[repo]\npath = %q\n%s\n[secrets]\npath = %q\n\n", h.StateDir, h.Repo, o.RepoExtra, h.SecretRepo)
 	fmt.Fprintf(&b, "[upgrade]\npre_update_hooks = %s\nvalidation_checks = %s\non_validation_failure = %q\nhealth_checks = %s\ntimeout = %q\n\n",
 		tomlList(o.PreUpdateHooks), tomlList(o.ValidationChecks), onFail, tomlList(o.HealthChecks), timeout)
 	if o.Nix {
@@ -186,14 +188,14 @@ func (h *Host) config(o Options) string {
 	return b.String()
 }
 
-func commitFile(work, file, content, msg string) error {
+func commitFile(work, file, content, msg string, commitArgs ...string) error {
 	if err := os.WriteFile(filepath.Join(work, file), []byte(content), 0o644); err != nil {
 		return err
 	}
 	if _, err := Git(work, "add", file); err != nil {
 		return err
 	}
-	if _, err := Git(work, "commit", "--quiet", "-m", msg); err != nil {
+	if _, err := Git(work, append(commitArgs, "commit", "--quiet", "-m", msg)...); err != nil {
 		return err
 	}
 	_, err := Git(work, "push", "--quiet", "origin", "main")
@@ -204,6 +206,15 @@ func commitFile(work, file, content, msg string) error {
 // pushes, and returns the new commit.
 func (f *Fleet) Commit(content, msg string) (string, error) {
 	if err := commitFile(f.Work, "configuration.nix", content, msg); err != nil {
+		return "", err
+	}
+	return Git(f.Work, "rev-parse", "HEAD")
+}
+
+// CommitSigned commits and pushes configuration.nix signed with the SSH
+// private key at key, as `git commit -S` with gpg.format=ssh does.
+func (f *Fleet) CommitSigned(content, msg, key string) (string, error) {
+	if err := commitFile(f.Work, "configuration.nix", content, msg, "-c", "gpg.format=ssh", "-c", "user.signingkey="+key, "-c", "commit.gpgsign=true"); err != nil {
 		return "", err
 	}
 	return Git(f.Work, "rev-parse", "HEAD")
