@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -20,6 +21,19 @@ type ServerConfig struct {
 	Listen string
 	// ReadyTimeout bounds start-up; default 10s.
 	ReadyTimeout time.Duration
+	// Name is the server's name, unique in a cluster; default "convoy".
+	Name string
+	// Cluster, if set, joins a JetStream cluster: the cluster's name, the
+	// HOST:PORT to listen on for routes, and the routes to the others
+	// (nats://HOST:PORT). With three nodes, provision with Replicas 3.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig joins the embedded server to a NATS cluster.
+type ClusterConfig struct {
+	Name   string
+	Listen string
+	Routes []string
 }
 
 // DefaultListen is where the embedded server listens unless told otherwise.
@@ -63,8 +77,12 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("start server: data dir: %w", err)
 	}
+	name := cfg.Name
+	if name == "" {
+		name = "convoy"
+	}
 	opts := &server.Options{
-		ServerName: "convoy",
+		ServerName: name,
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
@@ -75,6 +93,18 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		// JetStream's own limits; the stream itself is unbounded.
 		JetStreamMaxMemory: 256 << 20,
 		JetStreamMaxStore:  -1,
+	}
+	if c := cfg.Cluster; c != nil {
+		ch, cp, err := net.SplitHostPort(c.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("start server: cluster listen %q: want HOST:PORT", c.Listen)
+		}
+		cport, err := strconv.Atoi(cp)
+		if err != nil {
+			return nil, fmt.Errorf("start server: cluster port %q: %w", cp, err)
+		}
+		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: ch, Port: cport}
+		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -90,6 +120,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 
 // ClientURL returns the nats:// URL clients connect to.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Name returns the server's name.
+func (s *Server) Name() string { return s.ns.Name() }
 
 // Shutdown stops the server and waits until it has stopped. Stored data is
 // already durable; Shutdown loses nothing.

@@ -3,6 +3,9 @@ package bustest
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,4 +83,66 @@ func Expect(t testing.TB, c *bus.Conn, host string, k events.Kind) bus.Stored {
 		return ok
 	})
 	return found
+}
+
+// StartCluster starts n embedded servers on loopback as one JetStream
+// cluster, connects to all of them, provisions with n replicas, and
+// returns the servers and the connection.
+func StartCluster(t testing.TB, n int) ([]*bus.Server, *bus.Conn) {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
+	routes := make([]string, n)
+	for i, p := range ports {
+		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", p)
+	}
+	servers := make([]*bus.Server, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			srv, err := bus.StartServer(bus.ServerConfig{
+				DataDir: t.TempDir(), Listen: "127.0.0.1:0", Name: fmt.Sprintf("n%d", i+1), ReadyTimeout: 30 * time.Second,
+				Cluster: &bus.ClusterConfig{Name: "convoy", Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes},
+			})
+			servers[i] = srv
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("start cluster: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, s := range servers {
+			s.Shutdown()
+		}
+	})
+	urls := make([]string, n)
+	for i, s := range servers {
+		urls[i] = s.ClientURL()
+	}
+	c, err := bus.Connect(context.Background(), bus.ConnectConfig{URL: strings.Join(urls, ","), Replicas: n, MaxWait: 30 * time.Second})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(c.Close)
+	Eventually(t, 60*time.Second, "the cluster to provision", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return c.Provision(ctx) == nil
+	})
+	return servers, c
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
