@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -55,8 +56,16 @@ type ConnectConfig struct {
 	// OnDisconnect and OnReconnect, if set, report connection changes.
 	OnDisconnect func(err error)
 	OnReconnect  func(url string)
-	// Options are passed to nats.Connect after convoy's own (credentials,
-	// TLS).
+	// NKeyFile is an nkey seed file (from convoy creds); empty connects
+	// without credentials.
+	NKeyFile string
+	// InboxPrefix replaces _INBOX for reply subjects (hosts use their own,
+	// see InboxPrefix).
+	InboxPrefix string
+	// CAFile, if set, is the CA that signed the server's TLS certificate;
+	// the connection then requires TLS and verifies the server.
+	CAFile string
+	// Options are passed to nats.Connect after convoy's own.
 	Options []nats.Option
 }
 
@@ -97,6 +106,19 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 			}
 		}),
 	}
+	if cfg.NKeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("credential %s: %w", cfg.NKeyFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
+	if cfg.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.CAFile))
+	}
 	opts = append(opts, cfg.Options...)
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
@@ -106,7 +128,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 	err := backoff.RetryNotify(func() error {
 		var err error
 		nc, err = nats.Connect(cfg.URL, opts...)
-		if err != nil && errors.Is(err, nats.ErrAuthorization) {
+		if err != nil && (errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || strings.Contains(err.Error(), "certificate")) {
 			return backoff.Permanent(err)
 		}
 		return err
@@ -116,6 +138,9 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 		}
 	})
 	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) {
+			return nil, fmt.Errorf("%w at %s: the server refused the credential: %w (give a credential from `convoy creds`: --nkey FILE, or nkey in the worker config)", ErrUnreachable, cfg.URL, err)
+		}
 		return nil, fmt.Errorf("%w at %s after %s: %w (is `convoy server` running there? set --nats or CONVOY_NATS_URL)", ErrUnreachable, cfg.URL, cfg.MaxWait, err)
 	}
 	js, err := jetstream.New(nc)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // ServerConfig configures the embedded nats-server.
@@ -23,6 +25,14 @@ type ServerConfig struct {
 	ReadyTimeout time.Duration
 	// Name is the server's name, unique in a cluster; default "convoy".
 	Name string
+	// Auth requires every client to authenticate with an nkey listed in
+	// UsersFile (default DataDir/users.json), with the permissions of its
+	// role. The server's own connection gets a key made at start.
+	Auth      bool
+	UsersFile string
+	// TLSCert and TLSKey, if set, serve TLS; clients verify the server
+	// against the CA they are given.
+	TLSCert, TLSKey string
 	// Cluster, if set, joins a JetStream cluster: the cluster's name, the
 	// HOST:PORT to listen on for routes, and the routes to the others
 	// (nats://HOST:PORT). With three nodes, provision with Replicas 3.
@@ -44,7 +54,10 @@ const DefaultListen = "127.0.0.1:4222"
 // always), so an acknowledged event survives a crash of the process or the
 // machine.
 type Server struct {
-	ns *server.Server
+	ns        *server.Server
+	opts      *server.Options
+	usersFile string
+	self      nkeys.KeyPair // the server's own credential, when Auth
 }
 
 // StartServer starts the embedded server and waits until it accepts
@@ -106,16 +119,84 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: ch, Port: cport}
 		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
 	}
+	srv := &Server{opts: opts}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey})
+		if err != nil {
+			return nil, fmt.Errorf("start server: TLS: %w", err)
+		}
+		opts.TLSConfig, opts.TLSTimeout = tc, 5
+	}
+	if cfg.Auth {
+		srv.usersFile = cfg.UsersFile
+		if srv.usersFile == "" {
+			srv.usersFile = filepath.Join(dir, UsersFile)
+		}
+		if srv.self, err = nkeys.CreateUser(); err != nil {
+			return nil, fmt.Errorf("start server: %w", err)
+		}
+		users, err := srv.users()
+		if err != nil {
+			return nil, fmt.Errorf("start server: %w", err)
+		}
+		opts.Nkeys = users
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
+	srv.ns = ns
 	go ns.Start()
 	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("start server: not ready after %s (is %s already in use?)", cfg.ReadyTimeout, cfg.Listen)
 	}
-	return &Server{ns: ns}, nil
+	return srv, nil
+}
+
+// users returns the nkey users the server accepts: its own and the file's.
+func (s *Server) users() ([]*server.NkeyUser, error) {
+	us, err := LoadUsers(s.usersFile)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := s.self.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	return append(nkeyUsers(us), &server.NkeyUser{Nkey: pub}), nil
+}
+
+// ReloadUsers rereads the users file and applies it to the running
+// server; connections of removed users are closed.
+func (s *Server) ReloadUsers() error {
+	if s.self == nil {
+		return nil
+	}
+	users, err := s.users()
+	if err != nil {
+		return err
+	}
+	opts := s.opts.Clone()
+	opts.Nkeys = users
+	if err := s.ns.ReloadOptions(opts); err != nil {
+		return fmt.Errorf("reload users: %w", err)
+	}
+	s.opts = opts
+	return nil
+}
+
+// UsersFile returns the users file of a server with Auth ("" without).
+func (s *Server) UsersFile() string { return s.usersFile }
+
+// ClientOptions returns the options the server's own clients need (its
+// credential when Auth is on).
+func (s *Server) ClientOptions() []nats.Option {
+	if s.self == nil {
+		return nil
+	}
+	pub, _ := s.self.PublicKey()
+	return []nats.Option{nats.Nkey(pub, s.self.Sign)}
 }
 
 // ClientURL returns the nats:// URL clients connect to.

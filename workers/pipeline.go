@@ -444,21 +444,26 @@ func (w *Worker) recover(ctx context.Context) error {
 }
 
 // ended reports whether the in-flight upgrade's terminal fact is stored
-// (it was, but the process stopped before it could record that). It reads
-// only this upgrade's facts, from upgrade.started on.
+// (it was, but the process stopped before it could record that). The
+// in-flight upgrade is the host's newest, so its terminal fact, if any, is
+// the last one on its terminal subject: a few direct reads of the host's
+// own subjects, which is all a host credential may read.
 func (w *Worker) ended(ctx context.Context, inf *inFlight) (bool, error) {
-	if inf.StartedSeq == 0 {
-		return false, nil
-	}
-	errFound := errors.New("found")
-	err := w.conn.Replay(ctx, []string{events.HostFacts(w.cfg.Host)}, bus.From{Seq: inf.StartedSeq}, func(st bus.Stored) error {
-		if st.Event.UpgradeID == inf.UpgradeID && st.Event.Kind().IsTerminal() {
-			return errFound
+	for _, k := range events.Kinds {
+		if !k.IsTerminal() {
+			continue
 		}
-		return nil
-	})
-	if errors.Is(err, errFound) {
-		return true, nil
+		subj, _ := events.HostSubject(w.cfg.Host, k)
+		st, err := w.conn.Last(ctx, subj)
+		if errors.Is(err, bus.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if st.Event.UpgradeID == inf.UpgradeID {
+			return true, nil
+		}
 	}
-	return false, err
+	return false, nil
 }

@@ -275,8 +275,10 @@ func (w *Worker) publish(ctx context.Context, subj string, e events.Event) error
 // cancelled context or a dropped connection), it is ours, not a second
 // worker's: record it as published and report true.
 func (w *Worker) adoptOwn(ctx context.Context, seq uint64) bool {
-	st, err := w.conn.Get(ctx, seq)
-	if err != nil || st.MsgID == "" || !w.out.has(st.MsgID) {
+	// The guard failed at the last fact under the host's filter: read
+	// that one (a host credential may read only its own subjects).
+	st, err := w.conn.Last(ctx, events.HostFacts(w.cfg.Host))
+	if err != nil || st.Seq != seq || st.MsgID == "" || !w.out.has(st.MsgID) {
 		return false
 	}
 	w.lastSeq = max(w.lastSeq, seq)
