@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -25,7 +26,13 @@ const (
 	// UpgradesBucket records where each upgrade's facts start and how it
 	// ended, keyed <host>.<upgrade id>.
 	UpgradesBucket = "convoy-upgrades"
+	// LeasesBucket says which worker serves each host; keys expire
+	// LeaseTTL after their last renewal.
+	LeasesBucket = "convoy-leases"
 )
+
+// LeaseTTL is how long a host's lease outlives its worker's last renewal.
+const LeaseTTL = 30 * time.Second
 
 // DuplicateWindow is how long the stream remembers Nats-Msg-Id values: a
 // publish retried within it is stored once. Retries of a request id after
@@ -77,6 +84,24 @@ type Conn struct {
 	NC       *nats.Conn
 	JS       jetstream.JetStream
 	replicas int
+
+	mu     sync.Mutex
+	handle jetstream.Stream // cached: looking it up costs a stream info
+}
+
+// stream returns the CONVOY stream's handle, looked up once.
+func (c *Conn) stream(ctx context.Context) (jetstream.Stream, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.handle != nil {
+		return c.handle, nil
+	}
+	s, err := c.JS.Stream(ctx, StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	c.handle = s
+	return s, nil
 }
 
 // Connect connects to the bus, retrying with exponential backoff for up to
@@ -186,6 +211,7 @@ func (c *Conn) Provision(ctx context.Context) error {
 	for _, kv := range []jetstream.KeyValueConfig{
 		{Bucket: StatusBucket, Description: "convoy fleet status projection", Storage: jetstream.FileStorage, Replicas: c.replicas},
 		{Bucket: UpgradesBucket, Description: "convoy upgrade index projection", Storage: jetstream.FileStorage, Replicas: c.replicas},
+		{Bucket: LeasesBucket, Description: "convoy worker leases, one per host", Storage: jetstream.FileStorage, Replicas: c.replicas, TTL: LeaseTTL},
 	} {
 		if _, err := c.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {
 			return fmt.Errorf("provision bucket %s: %w", kv.Bucket, err)
@@ -205,9 +231,11 @@ func (c *Conn) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error
 
 // LastSeq returns the stream's last sequence (0 when empty).
 func (c *Conn) LastSeq(ctx context.Context) (uint64, error) {
-	s, err := c.JS.Stream(ctx, StreamName)
+	ctx, cancel := context.WithTimeout(ctx, APITimeout)
+	defer cancel()
+	s, err := c.stream(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", StreamName, err)
+		return 0, err
 	}
 	info, err := s.Info(ctx)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -69,7 +70,9 @@ func (c *Conn) AppendID(ctx context.Context, subject string, e events.Event, msg
 	if expect != nil {
 		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(expect.Seq, expect.Filter))
 	}
-	ack, err := c.JS.PublishMsg(ctx, msg, opts...)
+	pctx, cancel := context.WithTimeout(ctx, APITimeout)
+	defer cancel()
+	ack, err := c.JS.PublishMsg(pctx, msg, opts...)
 	if err == nil {
 		return ack.Sequence, nil
 	}
@@ -88,9 +91,11 @@ func (c *Conn) AppendID(ctx context.Context, subject string, e events.Event, msg
 // Last returns the last message stored under filter (wildcards allowed),
 // or ErrNotFound.
 func (c *Conn) Last(ctx context.Context, filter string) (Stored, error) {
-	s, err := c.JS.Stream(ctx, StreamName)
+	ctx, cancel := context.WithTimeout(ctx, APITimeout)
+	defer cancel()
+	s, err := c.stream(ctx)
 	if err != nil {
-		return Stored{}, fmt.Errorf("stream %s: %w", StreamName, err)
+		return Stored{}, err
 	}
 	m, err := s.GetLastMsgForSubject(ctx, filter)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -104,9 +109,11 @@ func (c *Conn) Last(ctx context.Context, filter string) (Stored, error) {
 
 // Get returns the message at seq.
 func (c *Conn) Get(ctx context.Context, seq uint64) (Stored, error) {
-	s, err := c.JS.Stream(ctx, StreamName)
+	ctx, cancel := context.WithTimeout(ctx, APITimeout)
+	defer cancel()
+	s, err := c.stream(ctx)
 	if err != nil {
-		return Stored{}, fmt.Errorf("stream %s: %w", StreamName, err)
+		return Stored{}, err
 	}
 	m, err := s.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -172,11 +179,13 @@ func orderedConfig(filters []string, from From) jetstream.OrderedConsumerConfig 
 // It reads through one ordered consumer, so it costs one pass over the
 // matching messages and no more. fn returning an error stops the replay.
 func (c *Conn) Replay(ctx context.Context, filters []string, from From, fn func(Stored) error) error {
-	cons, err := c.JS.OrderedConsumer(ctx, StreamName, orderedConfig(filters, from))
+	actx, cancel := context.WithTimeout(ctx, APITimeout)
+	defer cancel()
+	cons, err := c.JS.OrderedConsumer(actx, StreamName, orderedConfig(filters, from))
 	if err != nil {
 		return fmt.Errorf("replay %v: %w", filters, err)
 	}
-	info, err := cons.Info(ctx)
+	info, err := cons.Info(actx)
 	if err != nil {
 		return fmt.Errorf("replay %v: %w", filters, err)
 	}
@@ -209,21 +218,73 @@ func (c *Conn) Replay(ctx context.Context, filters []string, from From, fn func(
 	}
 }
 
+// APITimeout bounds each JetStream API call (and publish ack): a request
+// to a server that dies on the way is given up and retried, not waited on
+// until the caller's deadline.
+const APITimeout = 10 * time.Second
+
+// FollowIdle is how long Follow waits without a message before it
+// replaces its consumer with a fresh one from where it stopped. An ordered
+// consumer whose server went away (a cluster losing its stream leader) can
+// otherwise stall; replacing an idle one costs one API call.
+const FollowIdle = 20 * time.Second
+
 // Follow calls fn, in stream order, for every message under filters from
 // from on, and keeps following new messages until ctx is done or fn
 // returns an error. It returns ctx.Err() or fn's error.
 func (c *Conn) Follow(ctx context.Context, filters []string, from From, fn func(Stored) error) error {
-	cons, err := c.JS.OrderedConsumer(ctx, StreamName, orderedConfig(filters, from))
-	if err != nil {
-		return fmt.Errorf("follow %v: %w", filters, err)
+	if from.New {
+		// Pin "now" to a sequence, so a replaced consumer misses nothing.
+		seq, err := c.LastSeq(ctx)
+		if err != nil {
+			return err
+		}
+		from = From{Seq: seq + 1}
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(500))
+	var last uint64
+	for {
+		err := c.follow(ctx, filters, from, func(st Stored) error {
+			last = st.Seq
+			return fn(st)
+		})
+		if !errors.Is(err, errIdle) {
+			return err
+		}
+		if last > 0 {
+			from = From{Seq: last + 1}
+		}
+	}
+}
+
+var errIdle = errors.New("idle")
+
+func (c *Conn) follow(ctx context.Context, filters []string, from From, fn func(Stored) error) error {
+	// A server that fails while it creates the consumer (a cluster
+	// electing a new leader) is not an error: wait and create it again.
+	var it jetstream.MessagesContext
+	b := backoff.NewExponentialBackOff()
+	b.MaxInterval, b.MaxElapsedTime = 5*time.Second, 0
+	err := backoff.Retry(func() error {
+		actx, cancel := context.WithTimeout(ctx, APITimeout)
+		defer cancel()
+		cons, err := c.JS.OrderedConsumer(actx, StreamName, orderedConfig(filters, from))
+		if err != nil {
+			return err
+		}
+		it, err = cons.Messages(jetstream.PullMaxMessages(500))
+		return err
+	}, backoff.WithContext(b, ctx))
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fmt.Errorf("follow %v: %w", filters, err)
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	idle := time.AfterFunc(FollowIdle, it.Stop)
+	defer idle.Stop()
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -231,10 +292,11 @@ func (c *Conn) Follow(ctx context.Context, filters []string, from From, fn func(
 				return ctx.Err()
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return ctx.Err()
+				return errIdle
 			}
 			return fmt.Errorf("follow %v: %w", filters, err)
 		}
+		idle.Reset(FollowIdle)
 		if err := fn(decodeMsg(m)); err != nil {
 			return err
 		}
@@ -249,6 +311,8 @@ func WorkerConsumerName(host string) string { return "worker-" + host }
 // convoy.req.<host>.>: explicit acks, one message in flight, redelivered
 // after ackWait without a progress ack.
 func (c *Conn) WorkerConsumer(ctx context.Context, host string, ackWait time.Duration) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, APITimeout)
+	defer cancel()
 	cons, err := c.JS.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
 		Durable:       WorkerConsumerName(host),
 		Description:   "convoy worker for " + host,

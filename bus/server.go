@@ -189,14 +189,14 @@ func (s *Server) ReloadUsers() error {
 // UsersFile returns the users file of a server with Auth ("" without).
 func (s *Server) UsersFile() string { return s.usersFile }
 
-// ClientOptions returns the options the server's own clients need (its
-// credential when Auth is on).
+// ClientOptions returns the options for the server's own connection: in
+// process (no TLS to verify), with its credential when Auth is on.
 func (s *Server) ClientOptions() []nats.Option {
 	if s.self == nil {
-		return nil
+		return []nats.Option{nats.InProcessServer(s.ns)}
 	}
 	pub, _ := s.self.PublicKey()
-	return []nats.Option{nats.Nkey(pub, s.self.Sign)}
+	return []nats.Option{nats.Nkey(pub, s.self.Sign), nats.InProcessServer(s.ns)}
 }
 
 // ClientURL returns the nats:// URL clients connect to.

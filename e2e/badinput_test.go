@@ -83,7 +83,7 @@ func TestBadInput(t *testing.T) {
 			{[]string{"upgrade", "sorrow", "sorrow"}, []string{`host "sorrow" named twice`}},
 			{[]string{"upgrade"}, []string{"name hosts or use --all"}},
 			{[]string{"upgrade", "sorrow", "--all"}, []string{"name hosts or use --all"}},
-			{[]string{"upgrade", "--all"}, []string{"knows no hosts yet"}},
+			{[]string{"upgrade", "--all"}, []string{"no worker has started yet"}},
 			{[]string{"upgrade", "sorrow", "--id", "42"}, []string{`invalid id "42"`, "ULID"}},
 			{[]string{"status", "Sorrow_1"}, []string{`invalid host name "Sorrow_1"`}},
 			{[]string{"status", "torment"}, []string{`unknown host "torment"`}},
@@ -94,7 +94,7 @@ func TestBadInput(t *testing.T) {
 			{[]string{"projections", "refresh"}, []string{"convoy projections rebuild"}},
 			{[]string{"upgrades", "sorrow"}, []string{`unknown command "upgrades"`}},
 			{[]string{"worker"}, []string{"--config FILE is required"}},
-			{[]string{"server", "--listen", "0.0.0.0:4222"}, []string{"loopback only"}},
+			{[]string{"server", "--listen", "0.0.0.0:4222"}, []string{"beyond loopback", "--tls-cert"}},
 		} {
 			res := r.convoy(tc.args...)
 			wantExit(t, res, exitUsage)
@@ -113,7 +113,7 @@ func TestBadInput(t *testing.T) {
 		start := time.Now()
 		res := convoy(t, 30*time.Second, "--nats", deadURL(t), "upgrade", "Sorrow_1")
 		noStackTrace(t, res)
-		knownBug(t, res.code == exitUsage, "`upgrade` dials the bus (5s, exit 4) before it validates host names and --id",
+		mustHold(t, res.code == exitUsage, "`upgrade` dials the bus (5s, exit 4) before it validates host names and --id",
 			"exit ", res.code, " after ", time.Since(start).Round(time.Millisecond), ": ", lastLine(res.stderr))
 		wantMessage(t, res, `invalid host name "Sorrow_1"`)
 	})
@@ -184,7 +184,7 @@ func TestBadInput(t *testing.T) {
 			return strings.Replace(s, fmt.Sprintf("path = %q", h.Repo), fmt.Sprintf("path = %q", h.Repo+"-not-cloned"), 1)
 		})
 		res, ok := convoyWithin(t, 8*time.Second, workerArgs(h.Config)...)
-		knownBug(t, ok, "`worker` checks the repo paths only after it reached the bus: with the bus down it retries for ever instead of exiting 2", lastLine(res.stderr))
+		mustHold(t, ok, "`worker` checks the repo paths only after it reached the bus: with the bus down it retries for ever instead of exiting 2", lastLine(res.stderr))
 		wantExit(t, res, exitUsage)
 		wantMessage(t, res, "not a git checkout")
 	})

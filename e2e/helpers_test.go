@@ -729,12 +729,12 @@ func upgradeIDIn(t testing.TB, res result) string {
 	return m[1]
 }
 
-// knownBug skips the test as a known product bug when ok is false, so the
-// test documents the bug and starts passing once it is fixed.
-func knownBug(t testing.TB, ok bool, bug string, detail ...any) {
+// mustHold fails the test when ok is false: each call guards a bug found
+// and fixed once, and says what it was.
+func mustHold(t testing.TB, ok bool, bug string, detail ...any) {
 	t.Helper()
 	if !ok {
-		t.Skipf("BUG: %s (%s)", bug, fmt.Sprint(detail...))
+		t.Fatalf("regression: %s (%s)", bug, fmt.Sprint(detail...))
 	}
 }
 

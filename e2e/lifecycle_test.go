@@ -100,7 +100,7 @@ func TestWorkerStartedBeforeServer(t *testing.T) {
 		// The server accepts connections ~50ms before it has created the
 		// stream and buckets; a worker whose retry lands in that window
 		// exits. TestWorkerOnUnprovisionedBus shows it deterministically.
-		knownBug(t, !strings.Contains(w.stderr.String(), "provisioned the bus"),
+		mustHold(t, !strings.Contains(w.stderr.String(), "provisioned the bus"),
 			"a worker that connects before `convoy server` has provisioned the stream exits instead of waiting", lastLine(w.stderr.String()))
 		t.Fatalf("the worker exited with %d:\n%s", w.code, w.stderr.String())
 	}
@@ -145,7 +145,7 @@ func TestWorkerOnUnprovisionedBus(t *testing.T) {
 	if strings.Contains(w.stderr.String(), "bus not reachable") {
 		t.Fatalf("the worker did not connect to %s:\n%s", ns.ClientURL(), w.stderr.String())
 	}
-	knownBug(t, !w.exited(), "the worker exits when the bus has no CONVOY stream or buckets yet",
+	mustHold(t, !w.exited(), "the worker exits when the bus has no CONVOY stream or buckets yet",
 		"exit ", w.code, ": ", strings.TrimSpace(w.stderr.String()))
 }
 
@@ -183,7 +183,7 @@ func TestWorkerGlobalNatsFlag(t *testing.T) {
 		})
 		started := strings.Contains(w.stderr.String(), "worker started")
 		if tc.name == "global flag" {
-			knownBug(t, started, "`convoy --nats URL worker` ignores the global --nats when the config sets nats", w.stderr.String())
+			mustHold(t, started, "`convoy --nats URL worker` ignores the global --nats when the config sets nats", w.stderr.String())
 		}
 		if !started {
 			t.Fatalf("%s: the worker did not use --nats %s:\n%s", tc.name, r.url, w.stderr.String())
@@ -263,7 +263,7 @@ func TestSecondWorkerForHostIsRefused(t *testing.T) {
 	for time.Now().Before(deadline) && !second.exited() {
 		time.Sleep(25 * time.Millisecond)
 	}
-	knownBug(t, second.exited(), "a second worker for a host starts unhindered; the first one is stopped at its next fact (and its request stalls for AckWait)",
+	mustHold(t, second.exited(), "a second worker for a host starts unhindered; the first one is stopped at its next fact (and its request stalls for AckWait)",
 		lastLine(second.stderr.String()))
 	if second.code == 0 || !strings.Contains(second.stderr.String(), "another worker") {
 		t.Fatalf("the second worker exited %d without a clear error:\n%s", second.code, second.stderr.String())

@@ -34,16 +34,11 @@ type Sent struct {
 	Done *projections.UpgradeRecord
 }
 
-// RequestMsgID is the Nats-Msg-Id of an upgrade request: one per host and
-// upgrade id, so a retried publish is stored once.
-func RequestMsgID(host, id string) string { return "req." + host + "." + id }
-
-// Upgrade validates the request and appends one upgrade.requested per
-// host. Every host name is checked before anything is sent. It returns the
-// upgrade id and what happened on each host.
-func Upgrade(ctx context.Context, c *bus.Conn, r Request) (string, []Sent, error) {
+// Validate reports every problem with the request at once, before
+// anything is sent.
+func (r Request) Validate() error {
 	if len(r.Hosts) == 0 {
-		return "", nil, errors.New("no hosts: name at least one host, or use --all")
+		return errors.New("no hosts: name at least one host, or use --all")
 	}
 	var errs []error
 	seen := map[string]bool{}
@@ -56,13 +51,27 @@ func Upgrade(ctx context.Context, c *bus.Conn, r Request) (string, []Sent, error
 		}
 		seen[h] = true
 	}
+	if r.ID != "" {
+		if err := events.ValidateID(r.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RequestMsgID is the Nats-Msg-Id of an upgrade request: one per host and
+// upgrade id, so a retried publish is stored once.
+func RequestMsgID(host, id string) string { return "req." + host + "." + id }
+
+// Upgrade validates the request and appends one upgrade.requested per
+// host. Every host name is checked before anything is sent. It returns the
+// upgrade id and what happened on each host.
+func Upgrade(ctx context.Context, c *bus.Conn, r Request) (string, []Sent, error) {
+	if err := r.Validate(); err != nil {
+		return "", nil, err
+	}
 	if r.ID == "" {
 		r.ID = events.NewID()
-	} else if err := events.ValidateID(r.ID); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return "", nil, err
 	}
 	fleet, err := projections.OpenFleet(ctx, c)
 	if err != nil {
@@ -93,21 +102,24 @@ func Upgrade(ctx context.Context, c *bus.Conn, r Request) (string, []Sent, error
 	return r.ID, sent, nil
 }
 
-// Pin asks host's worker to pin its current generation as golden.
-func Pin(ctx context.Context, c *bus.Conn, host, by string) (string, error) {
+// Pin asks host's worker to pin its current generation as golden. It
+// returns the request's id and stream sequence; the worker answers with
+// golden.pinned or upgrade.rejected under that id.
+func Pin(ctx context.Context, c *bus.Conn, host, by string) (string, uint64, error) {
 	if err := events.ValidateHost(host); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	e, err := events.New(events.PinRequested, host, "convoy/producer", events.PinRequest{RequestedBy: by})
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	e.UpgradeID = e.ID
 	subj, _ := events.RequestSubject(host, events.PinRequested)
-	if _, err := c.Append(ctx, subj, e, nil); err != nil {
-		return "", fmt.Errorf("request pin on %s: %w", host, err)
+	seq, err := c.Append(ctx, subj, e, nil)
+	if err != nil {
+		return "", 0, fmt.Errorf("request pin on %s: %w", host, err)
 	}
-	return e.ID, nil
+	return e.ID, seq, nil
 }
 
 // Wait follows the facts of upgrade id on hosts, from the earliest of

@@ -127,6 +127,11 @@ func Apply(s *Status, st bus.Stored) bool {
 			}
 		}
 	}
+	if k.IsTerminal() && f.Stage == "golden" {
+		// A refused pin request: it changes nothing on the host.
+		s.LastReason = f.Reason
+		return true
+	}
 	if k.IsTerminal() {
 		s.LastUpgrade, s.LastResult, s.LastReason, s.LastEnded = e.UpgradeID, string(k), f.Reason, e.Time
 		if s.Requested == e.UpgradeID {
@@ -181,9 +186,10 @@ func ApplyUpgrade(r *UpgradeRecord, st bus.Stored) bool {
 	if e.Kind() == events.UpgradeRequested {
 		r.Requested = e.Time
 	}
-	if e.Kind().IsTerminal() {
+	// golden.pinned is how a pin request ends well.
+	if k := e.Kind(); k.IsTerminal() || k == events.GoldenPinned {
 		f, _ := e.Fact()
-		r.Terminal, r.Reason, r.Commit, r.Result = string(e.Kind()), f.Reason, f.Commit, f.Result
+		r.Terminal, r.Reason, r.Commit, r.Result = string(k), f.Reason, f.Commit, f.Result
 	}
 	return true
 }

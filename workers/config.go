@@ -18,8 +18,12 @@ import (
 // refuses unknown keys, fills defaults and validates. Every command the
 // worker runs comes from this file; nothing on the bus becomes a command.
 type Config struct {
-	Host     string        `toml:"host"`
-	NATS     string        `toml:"nats"`
+	Host string `toml:"host"`
+	NATS string `toml:"nats"`
+	// NKey is the host's credential (an nkey seed file from
+	// `convoy creds add-host`); TLSCA the CA of the server's certificate.
+	NKey     string        `toml:"nkey"`
+	TLSCA    string        `toml:"tls_ca"`
 	StateDir string        `toml:"state_dir"`
 	Repo     RepoConfig    `toml:"repo"`
 	Secrets  *RepoConfig   `toml:"secrets"`
@@ -43,7 +47,8 @@ type RepoConfig struct {
 type UpgradeConfig struct {
 	// PreUpdateHooks run with sh -c in the repo before the pull.
 	PreUpdateHooks []string `toml:"pre_update_hooks"`
-	// BuildBeforeSwitch builds (and validates) before switching; default true.
+	// BuildBeforeSwitch builds before switching; default true. Validation
+	// checks run either way, before the switch.
 	BuildBeforeSwitch *bool `toml:"build_before_switch"`
 	// ValidationChecks run with sh -c after the build.
 	ValidationChecks []string `toml:"validation_checks"`
@@ -51,7 +56,8 @@ type UpgradeConfig struct {
 	OnValidationFailure string `toml:"on_validation_failure"`
 	// HealthChecks run with sh -c after the switch; a failure rolls back.
 	HealthChecks []string `toml:"health_checks"`
-	// Timeout bounds each stage; default 30m.
+	// Timeout bounds each command the pipeline runs (each hook, check,
+	// git command, build and switch); default 30m.
 	Timeout Duration `toml:"timeout"`
 	// AllowDowngrade lets a request with allow_downgrade deploy an
 	// ancestor of the deployed commit. Default false.
@@ -225,6 +231,11 @@ func (c *Config) Validate() error {
 	} else if err := events.ValidateHost(c.Host); err != nil {
 		bad("host: %w", err)
 	}
+	for _, f := range []struct{ key, path string }{{"nkey", c.NKey}, {"tls_ca", c.TLSCA}} {
+		if f.path != "" && !filepath.IsAbs(f.path) {
+			bad("%s %q: must be an absolute path", f.key, f.path)
+		}
+	}
 	if !filepath.IsAbs(c.StateDir) {
 		bad("state_dir %q: must be an absolute path", c.StateDir)
 	}
@@ -285,6 +296,12 @@ func (c *Config) Validate() error {
 		case "nh", "nixos-rebuild", "nix":
 		default:
 			bad("system.builder %q: want nh, nixos-rebuild or nix", c.System.Builder)
+		}
+		if c.System.Builder == "nix" && !*c.Upgrade.BuildBeforeSwitch {
+			bad("upgrade.build_before_switch = false: the nix builder switches to what it built, so it must build first (nh and nixos-rebuild build as part of their switch)")
+		}
+		if c.System.Builder == "nh" && len(c.System.Elevation) > 1 {
+			bad("system.elevation %q: nh takes one elevation program (--elevation-program), without arguments", c.System.Elevation)
 		}
 		if !filepath.IsAbs(c.System.Profile) {
 			bad("system.profile %q: must be an absolute path", c.System.Profile)

@@ -114,6 +114,7 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 	if err != nil {
 		return br, fmt.Errorf("boot-check log: %w", err)
 	}
+	ownLikeParent(lf.Name())
 	defer lf.Close()
 	run := newExec(time.Minute, w.env(""), lf)
 	cur, err := d.Current(ctx, run)
@@ -176,6 +177,9 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 	}
 	br.Restored = golden
 	w.state.BootFailures, w.state.BootFailed = 0, ""
+	if w.state.Deployed != "" {
+		w.state.Quarantined, w.state.Deployed, w.state.DeployedSecrets = w.state.Deployed, "", ""
+	}
 	if err := w.saveState(); err != nil {
 		return br, err
 	}

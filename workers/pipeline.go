@@ -23,6 +23,9 @@ type job struct {
 	repo    *gitRepo
 	secrets *gitRepo // nil without [secrets]
 
+	stopCtx context.Context // see emit
+	stop    context.CancelFunc
+
 	oldCommit, oldSecrets string
 	newCommit, newSecrets string
 	result, previous      string
@@ -44,7 +47,7 @@ func (w *Worker) upgrade(ctx context.Context, id string, req events.UpgradeReque
 	}
 	defer lf.Close()
 	run := newExec(w.cfg.Upgrade.Timeout.Duration, w.env(id), lf)
-	j := &job{w: w, id: id, req: req, run: run, logPath: logPath}
+	j := &job{w: w, id: id, req: req, run: run, logPath: logPath, stop: func() {}}
 	for _, r := range w.cfg.repos() {
 		r.run = run
 		if r.name == "repo" {
@@ -58,10 +61,11 @@ func (w *Worker) upgrade(ctx context.Context, id string, req events.UpgradeReque
 	if err := w.emit(ctx, id, events.UpgradeStarted, events.Fact{Rev: req.Rev, Log: logPath}); err != nil {
 		return err
 	}
-	w.state.InFlight = &inFlight{UpgradeID: id, StartedSeq: w.lastSeq}
+	w.state.InFlight = &inFlight{UpgradeID: id, StartedSeq: w.lastSeq, AckSubject: w.delivery}
 	if err := w.saveState(); err != nil {
 		return err
 	}
+	defer j.stop()
 	out, err := j.pipeline(ctx)
 	if err != nil {
 		return err
@@ -85,9 +89,18 @@ func (j *job) cleanupCtx(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(context.WithoutCancel(ctx), j.w.cfg.Upgrade.Timeout.Duration)
 }
 
+// emit appends a fact of this upgrade. When the worker is stopping, the
+// fact that says how the running stage ended is still written, under a
+// context that outlives the stop for as long as a stage may take.
 func (j *job) emit(ctx context.Context, k events.Kind, f events.Fact) error {
 	if f.Log == "" && (k.Outcome() == "failed" || k.Outcome() == "succeeded") {
 		f.Log = j.logPath
+	}
+	if ctx.Err() != nil {
+		if j.stopCtx == nil {
+			j.stopCtx, j.stop = context.WithTimeout(context.WithoutCancel(ctx), j.w.cfg.Upgrade.Timeout.Duration)
+		}
+		ctx = j.stopCtx
 	}
 	return j.w.emit(ctx, j.id, k, f)
 }
@@ -122,8 +135,12 @@ func errorLine(out string) string {
 // runChecks runs sh -c snippets in the repo, stopping at the first failure.
 func (j *job) runChecks(ctx context.Context, checks []string) (CmdResult, bool, time.Duration) {
 	start := time.Now()
+	var env []string
+	if j.result != "" {
+		env = append(env, "CONVOY_RESULT="+j.result)
+	}
 	for _, c := range checks {
-		res := j.run(ctx, j.w.cfg.Repo.Path, shell(c))
+		res := j.run(ctx, j.w.cfg.Repo.Path, shell(c), env...)
 		if res.Err != nil {
 			return res, false, time.Since(start)
 		}
@@ -210,6 +227,10 @@ func (j *job) pipeline(ctx context.Context) (outcome, error) {
 			return pullFailed(err)
 		}
 	}
+	if q := j.w.state.Quarantined; q != "" && target == q {
+		return outcome{events.UpgradeRejected, events.Fact{Rev: j.req.Rev, Commit: target,
+			Reason: "commit " + short(target) + " failed its boot checks and the host fell back to the golden generation; push a fix (a new commit) to upgrade"}}, nil
+	}
 	deployed := j.w.state.Deployed
 	if deployed != "" && target == deployed && j.newSecrets == j.w.state.DeployedSecrets && target == j.oldCommit {
 		return outcome{events.UpgradeSkipped, events.Fact{Rev: j.req.Rev, Commit: target, Reason: events.ReasonAlreadyCurrent + ": " + short(target) + " is deployed"}}, nil
@@ -228,6 +249,10 @@ func (j *job) pipeline(ctx context.Context) (outcome, error) {
 		}
 	}
 	j.moved = true
+	j.w.state.InFlight.Moved = true
+	if err := j.w.saveState(); err != nil {
+		return outcome{}, err
+	}
 	if err := j.repo.reset(ctx, target); err != nil {
 		return pullFailed(err)
 	}
@@ -382,6 +407,8 @@ func (j *job) rollback(ctx context.Context, stage string, system bool) (events.F
 		if err != nil {
 			errs = append(errs, "system: "+err.Error())
 			f.Output = res.Tail
+			// Say what the host runs now, not what it should.
+			f.Result, _ = j.w.driver.Current(ctx, j.run)
 		}
 	}
 	f.DurationMS = time.Since(start).Milliseconds()
@@ -414,6 +441,7 @@ func (w *Worker) recover(ctx context.Context) error {
 		return err
 	} else if ended {
 		w.state.finish(inf.UpgradeID)
+		w.ackStale(inf)
 		return w.saveState()
 	}
 	w.log.Warn("recovering an upgrade left in flight", logUpgrade, inf.UpgradeID)
@@ -426,7 +454,7 @@ func (w *Worker) recover(ctx context.Context) error {
 	run := newExec(w.cfg.Upgrade.Timeout.Duration, w.env(inf.UpgradeID), lf)
 	j := &job{w: w, id: inf.UpgradeID, run: run, logPath: logPath,
 		oldCommit: inf.OldCommit, oldSecrets: inf.OldSecrets, previous: inf.Previous,
-		moved: inf.OldCommit != "", switched: inf.Switching}
+		moved: inf.Moved, switched: inf.Switching, stop: func() {}}
 	for _, r := range w.cfg.repos() {
 		r.run = run
 		if r.name == "repo" {
@@ -439,8 +467,12 @@ func (w *Worker) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return w.finish(ctx, inf.UpgradeID, events.UpgradeAborted, events.Fact{Stage: "recovery", Commit: rb.Commit, Result: rb.Result,
-		Reason: "worker stopped mid-upgrade (crash or kill); host put back to the commit it had before"})
+	if err := w.finish(ctx, inf.UpgradeID, events.UpgradeAborted, events.Fact{Stage: "recovery", Commit: rb.Commit, Result: rb.Result,
+		Reason: "worker stopped mid-upgrade (crash or kill); host put back to the commit it had before"}); err != nil {
+		return err
+	}
+	w.ackStale(inf)
+	return nil
 }
 
 // ended reports whether the in-flight upgrade's terminal fact is stored
@@ -466,4 +498,13 @@ func (w *Worker) ended(ctx context.Context, inf *inFlight) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// ackStale acknowledges the delivery of a request a previous run left in
+// flight, so the consumer hands out the next one now instead of after the
+// ack wait. Best effort: a redelivery is recognised as done anyway.
+func (w *Worker) ackStale(inf *inFlight) {
+	if inf.AckSubject != "" {
+		_ = w.conn.NC.Publish(inf.AckSubject, []byte("+ACK"))
+	}
 }

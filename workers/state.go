@@ -22,6 +22,9 @@ type localState struct {
 	Deployed string `json:"deployed,omitempty"`
 	// DeployedSecrets is the secrets commit deployed with it.
 	DeployedSecrets string `json:"deployed_secrets,omitempty"`
+	// Quarantined is a commit whose system failed its boot checks until
+	// the host fell back to golden: it is not deployed again.
+	Quarantined string `json:"quarantined,omitempty"`
 	// Recent holds the ids of the last upgrades that ended, newest last.
 	Recent []string `json:"recent,omitempty"`
 	// InFlight is set from upgrade.started until the terminal fact is
@@ -56,6 +59,12 @@ type inFlight struct {
 	StartedSeq uint64 `json:"started_seq,omitempty"`
 	OldCommit  string `json:"old_commit,omitempty"`
 	OldSecrets string `json:"old_secrets,omitempty"`
+	// AckSubject acknowledges the request's delivery once recovery has
+	// ended it, so the next request need not wait for its redelivery.
+	AckSubject string `json:"ack_subject,omitempty"`
+	// Moved is set just before the checkouts are reset to the target:
+	// only then does recovery reset them back.
+	Moved bool `json:"moved,omitempty"`
 	// Switching is set before the switch starts; Previous is what ran
 	// before it.
 	Switching bool   `json:"switching,omitempty"`
@@ -84,12 +93,29 @@ func (s *localState) finish(id string) {
 	}
 }
 
+// ownLikeParent gives path the owner of its directory when running as
+// root: boot-check runs as root, and the files it writes in the state dir
+// must stay usable by the worker's own (non-root) user.
+func ownLikeParent(path string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	fi, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+		_ = os.Lchown(path, int(st.Uid), int(st.Gid))
+	}
+}
+
 func writeFileAtomic(path string, b []byte) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
+	ownLikeParent(tmp)
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return err
@@ -144,6 +170,7 @@ func lockDir(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock state dir: %w", err)
 	}
+	ownLikeParent(f.Name())
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("state dir %s is locked by another convoy worker (%w); run one worker per host", dir, err)

@@ -60,6 +60,8 @@ type Worker struct {
 	logDir   string
 	out      outbox
 	upgrades jetstream.KeyValue
+	leases   jetstream.KeyValue
+	delivery string // ack subject of the request being handled
 
 	state   *localState
 	lastSeq uint64 // last sequence of this host's facts this worker knows
@@ -72,17 +74,12 @@ func New(o Options) (*Worker, error) {
 		return nil, errors.New("worker: Config is required")
 	}
 	c := o.Config
-	for _, r := range c.repos() {
-		if err := r.check(); err != nil {
-			return nil, err
-		}
+	if err := Check(c); err != nil {
+		return nil, err
 	}
 	d := o.Driver
 	if d == nil {
-		var err error
-		if d, err = NewDriver(c); err != nil {
-			return nil, err
-		}
+		d, _ = NewDriver(c)
 	}
 	log := o.Logger
 	if log == nil {
@@ -100,6 +97,21 @@ func New(o Options) (*Worker, error) {
 		logDir:   filepath.Join(c.StateDir, "logs"),
 		out:      outbox{dir: filepath.Join(c.StateDir, "outbox")},
 	}, nil
+}
+
+// Check reports what on this host keeps the config from working (a
+// missing checkout), before anything connects to the bus.
+func Check(c *Config) error {
+	var errs []error
+	for _, r := range c.repos() {
+		if err := r.check(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := NewDriver(c); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // repos returns the tracked checkouts with a discarding Exec; jobs make
@@ -124,9 +136,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer lock.Close()
-	if w.upgrades, err = w.conn.KV(ctx, bus.UpgradesBucket); err != nil {
+	if err := w.waitProvisioned(ctx); err != nil {
 		return err
 	}
+	release, err := w.lease(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if err := w.syncSeq(ctx); err != nil {
 		return err
 	}
@@ -157,7 +174,51 @@ func (w *Worker) Run(ctx context.Context) error {
 	return err
 }
 
+// waitProvisioned waits, logging, until the stream and buckets exist:
+// a worker may start before the server has created them, or before the
+// projector has on an external cluster.
+func (w *Worker) waitProvisioned(ctx context.Context) error {
+	b := backoff.NewExponentialBackOff()
+	b.MaxInterval, b.MaxElapsedTime = 5*time.Second, 0
+	return backoff.RetryNotify(func() error {
+		var err error
+		if w.upgrades, err = w.conn.KV(ctx, bus.UpgradesBucket); err != nil {
+			return err
+		}
+		if w.leases, err = w.conn.KV(ctx, bus.LeasesBucket); err != nil {
+			return err
+		}
+		_, err = w.conn.LastSeq(ctx)
+		return err
+	}, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
+		w.log.Warn("waiting for the bus to be provisioned (convoy server or convoy projector creates the stream)", logErr, err, logRetry, next)
+	})
+}
+
+// serve consumes requests until ctx is done. When the consumer goes away
+// (deleted, or the bus lost it) it is created again.
 func (w *Worker) serve(ctx context.Context) error {
+	b := backoff.NewExponentialBackOff()
+	b.MaxInterval, b.MaxElapsedTime = 10*time.Second, 0
+	for {
+		err := w.consume(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, ErrSecondWorker) {
+			return err
+		}
+		next := b.NextBackOff()
+		w.log.Warn("consumer lost; creating it again", logErr, err, logRetry, next)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(next):
+		}
+	}
+}
+
+func (w *Worker) consume(ctx context.Context) error {
 	cons, err := w.conn.WorkerConsumer(ctx, w.cfg.Host, w.ackWait)
 	if err != nil {
 		return err
@@ -169,15 +230,21 @@ func (w *Worker) serve(ctx context.Context) error {
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	failures := 0
 	for {
 		m, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return ctx.Err()
 			}
+			failures++
 			w.log.Warn("consume", logErr, err)
+			if failures >= 3 || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return err
+			}
 			continue
 		}
+		failures = 0
 		if err := w.handle(ctx, m); err != nil {
 			return err
 		}
@@ -189,6 +256,9 @@ func (w *Worker) open() (*os.File, error) {
 	for _, d := range []string{w.cfg.StateDir, w.logDir, w.out.dir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("state dir: %w", err)
+		}
+		if d != w.cfg.StateDir {
+			ownLikeParent(d)
 		}
 	}
 	lock, err := lockDir(w.cfg.StateDir)
@@ -239,6 +309,10 @@ func (w *Worker) emit(ctx context.Context, upgradeID string, k events.Kind, f ev
 		return nil
 	}
 	if err := w.publish(ctx, subj, e); err != nil {
+		if errors.Is(err, ErrSecondWorker) {
+			// Refused by the guard: it was not stored and must never be.
+			_ = w.out.remove(e.ID)
+		}
 		return err
 	}
 	w.log.Debug("fact", logKind, k, logUpgrade, upgradeID, logSeq, w.lastSeq)
@@ -331,6 +405,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) error {
 		w.log.Warn("request without metadata; terminated", logErr, err)
 		return m.Term()
 	}
+	w.delivery = m.Reply()
 	progress := w.progress(ctx, m)
 	err = w.process(ctx, m, md.Sequence.Stream)
 	progress()
@@ -345,7 +420,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) error {
 			return nil
 		}
 		w.log.Error("request not finished; it will be redelivered", logSeq, md.Sequence.Stream, logErr, err)
-		return m.Nak()
+		return m.NakWithDelay(5 * time.Second)
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -388,6 +463,10 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, seq uint64) error
 	if id == "" {
 		id = e.ID
 	}
+	if err := events.ValidateID(id); err != nil {
+		// The id names files under the state dir: only a ULID will do.
+		return w.reject(ctx, bus.Stored{Seq: seq, Subject: st.Subject}, fmt.Sprintf("request at stream sequence %d has upgrade id %q, which is not a ULID", seq, id))
+	}
 	if w.state.done(id) || w.upgradeEnded(ctx, id) {
 		w.log.Info("request already handled; acknowledged without running it again", logUpgrade, id, logSeq, seq)
 		return nil
@@ -400,7 +479,7 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, seq uint64) error
 		if err := e.DecodeData(&req); err != nil {
 			return w.reject(ctx, st, err.Error())
 		}
-		if newer, err := w.newerRequest(ctx, seq); err != nil {
+		if newer, err := w.newerRequest(ctx, seq, id); err != nil {
 			return err
 		} else if newer {
 			return w.finish(ctx, id, events.UpgradeSkipped, events.Fact{Rev: req.Rev, Reason: events.ReasonSuperseded + ": a newer upgrade request is queued"})
@@ -427,7 +506,9 @@ func (w *Worker) upgradeEnded(ctx context.Context, id string) bool {
 	return json.Unmarshal(ent.Value(), &r) == nil && r.Terminal != ""
 }
 
-func (w *Worker) newerRequest(ctx context.Context, seq uint64) (bool, error) {
+// newerRequest reports whether a newer upgrade request for this host,
+// under another upgrade id, is queued behind the one at seq.
+func (w *Worker) newerRequest(ctx context.Context, seq uint64, id string) (bool, error) {
 	subj, _ := events.RequestSubject(w.cfg.Host, events.UpgradeRequested)
 	last, err := w.conn.Last(ctx, subj)
 	if err != nil {
@@ -436,7 +517,7 @@ func (w *Worker) newerRequest(ctx context.Context, seq uint64) (bool, error) {
 		}
 		return false, err
 	}
-	return last.Seq > seq, nil
+	return last.Seq > seq && last.Event.UpgradeID != id, nil
 }
 
 func (w *Worker) reject(ctx context.Context, st bus.Stored, reason string) error {

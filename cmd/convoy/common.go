@@ -22,8 +22,32 @@ func (e *env) flags(name, synopsis string) *flag.FlagSet {
 		fmt.Fprintf(e.stderr, "Usage: convoy %s\n\nFlags:\n", synopsis)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&e.nats, "nats", e.nats, "NATS URL of the bus (env CONVOY_NATS_URL)")
+	fs.Func("nats", "NATS URL of the bus (env CONVOY_NATS_URL)", e.setter("nats", &e.nats))
+	fs.Func("nkey", "credential (nkey seed file) from convoy creds (env CONVOY_NKEY)", e.setter("nkey", &e.nkey))
+	fs.Func("tls-ca", "CA file that signed the server's TLS certificate (env CONVOY_TLS_CA)", e.setter("tls-ca", &e.tlsCA))
 	return fs
+}
+
+func (e *env) setter(name string, dst *string) func(string) error {
+	return func(v string) error {
+		*dst, e.given[name] = v, true
+		return nil
+	}
+}
+
+// busFromConfig fills the bus settings a worker config gives, unless the
+// command line gave them: flags win over the file, the file over the
+// environment.
+func (e *env) busFromConfig(nats, nkey, tlsCA string) {
+	for _, v := range []struct {
+		name     string
+		dst      *string
+		fromFile string
+	}{{"nats", &e.nats, nats}, {"nkey", &e.nkey, nkey}, {"tls-ca", &e.tlsCA, tlsCA}} {
+		if !e.given[v.name] && v.fromFile != "" {
+			*v.dst = v.fromFile
+		}
+	}
 }
 
 // parse parses flags and positional arguments in any order.
@@ -54,8 +78,17 @@ func (e *env) connect(ctx context.Context, name string, maxWait time.Duration) (
 	if url == "" {
 		url = bus.DefaultURL
 	}
+	return e.connectAs(ctx, name, maxWait, "")
+}
+
+// connectAs is connect with a custom inbox prefix (a host's worker).
+func (e *env) connectAs(ctx context.Context, name string, maxWait time.Duration, inbox string) (*bus.Conn, error) {
+	url := e.nats
+	if url == "" {
+		url = bus.DefaultURL
+	}
 	return bus.Connect(ctx, bus.ConnectConfig{
-		URL: url, Name: "convoy " + name, MaxWait: maxWait,
+		URL: url, Name: "convoy " + name, MaxWait: maxWait, NKeyFile: e.nkey, CAFile: e.tlsCA, InboxPrefix: inbox,
 		OnRetry: func(err error, next time.Duration) {
 			fmt.Fprintf(e.stderr, "convoy %s: bus not reachable at %s (%v); retrying in %s\n", name, url, err, next.Round(10*time.Millisecond))
 		},

@@ -58,7 +58,7 @@ func (c *goldenCmd) Run(ctx context.Context, args []string) error {
 		fmt.Fprintf(c.env.stdout, "%s: golden generation %d %s\n%s: running generation %d %s\n", host, s.GoldenGeneration, s.Golden, host, s.Generation, s.Result)
 		return nil
 	}
-	id, err := producers.Pin(ctx, conn, host, requester())
+	id, seq, err := producers.Pin(ctx, conn, host, requester())
 	if err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func (c *goldenCmd) Run(ctx context.Context, args []string) error {
 	defer cancel()
 	var got bus.Stored
 	errDone := errors.New("done")
-	err = conn.Follow(wctx, []string{events.HostFacts(host)}, bus.From{}, func(st bus.Stored) error {
+	err = conn.Follow(wctx, []string{events.HostFacts(host)}, bus.From{Seq: seq}, func(st bus.Stored) error {
 		if st.Event.UpgradeID == id && (st.Event.Kind() == events.GoldenPinned || st.Event.Kind().IsTerminal()) {
 			got = st
 			return errDone
@@ -107,12 +107,10 @@ func (c *bootCheckCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageErr(err)
 	}
-	if !flagSet(fs, "nats") && cfg.NATS != "" {
-		c.env.nats = cfg.NATS
-	}
+	c.env.busFromConfig(cfg.NATS, cfg.NKey, cfg.TLSCA)
 	// At boot the bus may not be up yet: try briefly, then go on offline
 	// and leave the events in the outbox for the worker.
-	conn, err := c.env.connect(ctx, "boot-check", 10*time.Second)
+	conn, err := c.env.connectAs(ctx, "boot-check", 10*time.Second, bus.InboxPrefix(cfg.Host))
 	if err != nil {
 		log.Warn("bus unreachable; boot-check events wait in the outbox", "err", err)
 		conn = nil

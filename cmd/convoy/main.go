@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -36,6 +37,11 @@ type command interface {
 type env struct {
 	stdout, stderr io.Writer
 	nats           string // --nats, else CONVOY_NATS_URL, else the default
+	nkey           string // --nkey: credential seed file (env CONVOY_NKEY)
+	tlsCA          string // --tls-ca: CA of the server's certificate (env CONVOY_TLS_CA)
+	// given records the bus flags given on the command line (before or
+	// after the command), which win over a worker config's settings.
+	given map[string]bool
 }
 
 func commands(e *env) map[string]command {
@@ -49,6 +55,8 @@ func commands(e *env) map[string]command {
 		"projections": &projectionsCmd{env: e},
 		"golden":      &goldenCmd{env: e},
 		"boot-check":  &bootCheckCmd{env: e},
+		"creds":       &credsCmd{env: e},
+		"projector":   &projectorCmd{env: e},
 		"demo":        &demoCmd{env: e},
 		"version":     &versionCmd{env: e},
 	}
@@ -56,7 +64,7 @@ func commands(e *env) map[string]command {
 
 const usage = `convoy keeps a fleet of NixOS hosts up to date by itself, safely.
 
-Usage: convoy [--nats URL] COMMAND [ARGS]
+Usage: convoy [--nats URL] [--nkey FILE] [--tls-ca FILE] COMMAND [ARGS]
 
 Commands:
   server       run the embedded NATS JetStream bus and the projections
@@ -68,10 +76,14 @@ Commands:
   projections  projections rebuild: recompute fleet status from the stream
   golden       golden show|pin HOST: the pinned fallback generation
   boot-check   run once after boot (--config FILE): validate, pin golden, fall back
+  creds        creds add-host HOST|add-operator NAME|add-auditor NAME -o FILE: issue a credential
+  projector    provision an external NATS (--nats) and keep the projections there
   demo         run a whole fleet in a temp dir and show two upgrades
   version      print the version
 
-Global: --nats URL (env CONVOY_NATS_URL; default nats://127.0.0.1:4222)
+Global: --nats URL (env CONVOY_NATS_URL; default nats://127.0.0.1:4222),
+  --nkey FILE, a credential from convoy creds (env CONVOY_NKEY),
+  --tls-ca FILE, the CA that signed the server's certificate (env CONVOY_TLS_CA).
 Exit codes: 0 done, 1 an upgrade failed or was rejected, 2 bad usage or
 input, 3 timed out waiting, 4 bus unreachable.
 Run convoy COMMAND -h for a command's flags.
@@ -86,24 +98,29 @@ func main() {
 
 // run dispatches args and turns the error into an exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr, nats: os.Getenv("CONVOY_NATS_URL")}
+	e := &env{stdout: stdout, stderr: stderr, nats: os.Getenv("CONVOY_NATS_URL"),
+		nkey: os.Getenv("CONVOY_NKEY"), tlsCA: os.Getenv("CONVOY_TLS_CA"), given: map[string]bool{}}
+	global := map[string]*string{"nats": &e.nats, "nkey": &e.nkey, "tls-ca": &e.tlsCA}
 	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
-		switch {
-		case args[0] == "--nats" || args[0] == "-nats":
-			if len(args) < 2 {
-				fmt.Fprintln(stderr, "convoy: --nats needs a URL")
-				return exitUsage
-			}
-			e.nats, args = args[1], args[2:]
-		case strings.HasPrefix(args[0], "--nats="):
-			e.nats, args = strings.TrimPrefix(args[0], "--nats="), args[1:]
-		case args[0] == "-h" || args[0] == "--help":
+		if args[0] == "-h" || args[0] == "--help" {
 			fmt.Fprint(stdout, usage)
 			return exitOK
-		default:
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(args[0], "-"), "=")
+		dst, ok := global[name]
+		if !ok {
 			fmt.Fprintf(stderr, "convoy: unknown global flag %s\n\n%s", args[0], usage)
 			return exitUsage
 		}
+		args = args[1:]
+		if !hasVal {
+			if len(args) == 0 {
+				fmt.Fprintf(stderr, "convoy: --%s needs a value\n", name)
+				return exitUsage
+			}
+			val, args = args[0], args[1:]
+		}
+		*dst, e.given[name] = val, true
 	}
 	if len(args) == 0 || args[0] == "help" {
 		fmt.Fprint(stdout, usage)
@@ -118,7 +135,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	err := cmd.Run(ctx, args[1:])
-	if err == nil {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
 	code := exitCode(err)

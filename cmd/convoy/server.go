@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -31,8 +33,15 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	data := fs.String("data", defaultDataDir(), "directory for JetStream's file storage")
 	listen := fs.String("listen", bus.DefaultListen, "address to listen on (loopback only)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	auth := fs.Bool("auth", false, "require credentials from convoy creds (always on beyond loopback)")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate file (required beyond loopback)")
+	tlsKey := fs.String("tls-key", "", "TLS key file")
+	noTLS := fs.Bool("insecure-no-tls", false, "listen beyond loopback without TLS (credentials still required)")
 	if _, err := parse(fs, args); err != nil {
 		return err
+	}
+	if c.env.given["nats"] {
+		fmt.Fprintln(c.env.stderr, "note: --nats is ignored: the server runs its own bus (for an external NATS, run convoy projector --nats URL instead)")
 	}
 	log, err := c.env.logger(*logLevel)
 	if err != nil {
@@ -42,15 +51,22 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageErr(fmt.Errorf("--listen %q: want HOST:PORT such as %s", *listen, bus.DefaultListen))
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return usageErr(fmt.Errorf("--listen %s: the embedded server listens on loopback only; to serve a fleet across machines, run a NATS cluster with authentication and point convoy at it with --nats", *listen))
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return usageErr(errors.New("--tls-cert and --tls-key go together"))
 	}
-	srv, err := bus.StartServer(bus.ServerConfig{DataDir: *data, Listen: *listen})
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		// Beyond loopback anyone on the network could rebuild the fleet.
+		*auth = true
+		if *tlsCert == "" && !*noTLS {
+			return usageErr(fmt.Errorf("--listen %s is beyond loopback: give --tls-cert and --tls-key (or, knowingly, --insecure-no-tls)", *listen))
+		}
+	}
+	srv, err := bus.StartServer(bus.ServerConfig{DataDir: *data, Listen: *listen, Auth: *auth, TLSCert: *tlsCert, TLSKey: *tlsKey})
 	if err != nil {
 		return err
 	}
 	defer srv.Shutdown()
-	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: srv.ClientURL(), Name: "convoy server", MaxWait: 5 * time.Second})
+	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: srv.ClientURL(), Name: "convoy server", MaxWait: 5 * time.Second, Options: srv.ClientOptions()})
 	if err != nil {
 		return err
 	}
@@ -62,8 +78,11 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always")
+	log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always", "auth", *auth, "tls", *tlsCert != "")
 	fmt.Fprintf(c.env.stdout, "convoy server listening on %s (data in %s)\n", srv.ClientURL(), *data)
+	if *auth {
+		fmt.Fprintf(c.env.stdout, "credentials required; issue them with convoy creds ... --data %s\n", *data)
+	}
 
 	var g rungroup.Group
 	{
@@ -72,22 +91,57 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	}
 	{
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error {
-			for {
-				err := proj.Run(ctx)
-				if ctx.Err() != nil {
-					return nil
-				}
-				log.Error("projector stopped; restarting", "err", err)
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(time.Second):
-				}
-			}
-		}, func(error) { cancel() })
+		g.Add(func() error { return runProjector(ctx, proj, log) }, func(error) { cancel() })
+	}
+	if *auth {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { watchUsers(ctx, srv, log); return nil }, func(error) { cancel() })
 	}
 	err = g.Run()
 	log.Info("convoy server stopped")
 	return err
+}
+
+// runProjector keeps the projector running until ctx ends.
+func runProjector(ctx context.Context, proj *projections.Projector, log *slog.Logger) error {
+	for {
+		err := proj.Run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Error("projector stopped; restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// watchUsers applies changes to the users file (from convoy creds) to the
+// running server.
+func watchUsers(ctx context.Context, srv *bus.Server, log *slog.Logger) {
+	var last time.Time
+	if fi, err := os.Stat(srv.UsersFile()); err == nil {
+		last = fi.ModTime()
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fi, err := os.Stat(srv.UsersFile())
+		if err != nil || !fi.ModTime().After(last) {
+			continue
+		}
+		last = fi.ModTime()
+		if err := srv.ReloadUsers(); err != nil {
+			log.Error("users file not applied", "file", srv.UsersFile(), "err", err)
+			continue
+		}
+		log.Info("users file applied", "file", srv.UsersFile())
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
@@ -55,28 +56,45 @@ func (c *upgradeCmd) Run(ctx context.Context, args []string) error {
 	if *all == (len(hosts) > 0) {
 		return usageErr(errors.New("name hosts or use --all (not both)"))
 	}
+	req := producers.Request{Hosts: hosts, Rev: *rev, ID: *id, AllowDowngrade: *downgrade, By: requester()}
+	if !*all {
+		if err := req.Validate(); err != nil {
+			return usageErr(err)
+		}
+	}
 	conn, err := c.env.connect(ctx, "upgrade", 5*time.Second)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if *all {
-		fleet, err := projections.OpenFleet(ctx, conn)
-		if err != nil {
-			return err
-		}
-		sts, err := fleet.All(ctx)
-		if err != nil {
-			return err
-		}
-		for _, s := range sts {
-			hosts = append(hosts, s.Host)
-		}
-		if len(hosts) == 0 {
-			return usageErr(errors.New("--all: the fleet view knows no hosts yet; start their workers first"))
+	fleet, err := projections.OpenFleet(ctx, conn)
+	if err != nil {
+		return err
+	}
+	sts, err := fleet.All(ctx)
+	if err != nil {
+		return err
+	}
+	served := map[string]bool{}
+	var known []string
+	for _, s := range sts {
+		if s.Worker != "" { // a worker has served it: part of the fleet
+			served[s.Host] = true
+			known = append(known, s.Host)
 		}
 	}
-	upID, sent, err := producers.Upgrade(ctx, conn, producers.Request{Hosts: hosts, Rev: *rev, ID: *id, AllowDowngrade: *downgrade, By: requester()})
+	if *all {
+		req.Hosts = known
+		if len(req.Hosts) == 0 {
+			return usageErr(errors.New("--all: no worker has started yet, so the fleet is empty; start the hosts' workers first"))
+		}
+	}
+	for _, h := range req.Hosts {
+		if !served[h] {
+			fmt.Fprintf(c.env.stderr, "warning: no worker has served %q yet; the request waits until one starts (hosts with workers: %s)\n", h, strings.Join(known, ", "))
+		}
+	}
+	upID, sent, err := producers.Upgrade(ctx, conn, req)
 	if err != nil {
 		if upID == "" {
 			return usageErr(err)

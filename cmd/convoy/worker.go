@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/workers"
 )
 
@@ -33,12 +34,11 @@ func (c *workerCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageErr(err)
 	}
-	// Precedence: --nats, then the file's nats, then CONVOY_NATS_URL
-	// (which LoadConfig already used to fill an empty nats).
-	if !flagSet(fs, "nats") && cfg.NATS != "" {
-		c.env.nats = cfg.NATS
+	if err := workers.Check(cfg); err != nil {
+		return usageErr(fmt.Errorf("config %s: %w", *cfgPath, err))
 	}
-	conn, err := c.env.connect(ctx, "worker "+cfg.Host, -1)
+	c.env.busFromConfig(cfg.NATS, cfg.NKey, cfg.TLSCA)
+	conn, err := c.env.connectAs(ctx, "worker "+cfg.Host, -1, bus.InboxPrefix(cfg.Host))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/projections"
+)
+
+type credsCmd struct{ env *env }
+
+// Run issues a credential: an nkey pair whose public key goes into the
+// server's users file (a running server applies it within seconds) and
+// whose seed is written to -o, for the client alone.
+func (c *credsCmd) Run(_ context.Context, args []string) error {
+	fs := c.env.flags("creds", "creds add-host HOST|add-operator NAME|add-auditor NAME -o FILE [--data DIR]")
+	out := fs.String("o", "", "file to write the credential (nkey seed) to; it must not exist")
+	data := fs.String("data", defaultDataDir(), "the server's data dir (its users file is DIR/users.json)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	roles := map[string]string{"add-host": bus.RoleHost, "add-operator": bus.RoleOperator, "add-auditor": bus.RoleAuditor}
+	if len(pos) != 2 || roles[pos[0]] == "" {
+		return usageErr(errors.New("want: convoy creds add-host HOST -o FILE (or add-operator NAME, add-auditor NAME)"))
+	}
+	if *out == "" {
+		return usageErr(errors.New("-o FILE is required: where to write the credential"))
+	}
+	u, seed, err := bus.NewUser(roles[pos[0]], pos[1])
+	if err != nil {
+		return usageErr(err)
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return usageErr(fmt.Errorf("-o %s: %w (convoy never overwrites a credential)", *out, err))
+	}
+	if _, err := f.Write(append(seed, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	users := filepath.Join(*data, bus.UsersFile)
+	if err := bus.AddUser(users, u); err != nil {
+		os.Remove(*out)
+		return usageErr(err)
+	}
+	fmt.Fprintf(c.env.stdout, "%s credential %q: public key %s\nwrote the secret to %s (mode 0600); added the public key to %s\n", u.Role, u.Name, u.NKey, *out, users)
+	switch u.Role {
+	case bus.RoleHost:
+		fmt.Fprintf(c.env.stdout, "give it to %s's worker: nkey = %q in its config\n", u.Host, *out)
+	default:
+		fmt.Fprintf(c.env.stdout, "use it with --nkey %s (or CONVOY_NKEY), or with the nats CLI: nats --nkey %s\n", *out, *out)
+	}
+	return nil
+}
+
+type projectorCmd struct{ env *env }
+
+// Run provisions an external NATS (the stream, the buckets) and keeps the
+// projections there: what `convoy server` does for its embedded bus.
+func (c *projectorCmd) Run(ctx context.Context, args []string) error {
+	fs := c.env.flags("projector", "projector --nats URL [--replicas N]")
+	replicas := fs.Int("replicas", 1, "stream and bucket replicas when they are created (3 on a 3-node cluster)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *replicas < 1 || *replicas > 5 {
+		return usageErr(fmt.Errorf("--replicas %d: want 1 to 5", *replicas))
+	}
+	log, err := c.env.logger(*logLevel)
+	if err != nil {
+		return err
+	}
+	url := c.env.nats
+	if url == "" {
+		url = bus.DefaultURL
+	}
+	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: url, Name: "convoy projector", Replicas: *replicas, NKeyFile: c.env.nkey, CAFile: c.env.tlsCA, MaxWait: 30 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Provision(ctx); err != nil {
+		return err
+	}
+	proj, err := projections.NewProjector(ctx, conn)
+	if err != nil {
+		return err
+	}
+	log.Info("convoy projector running", "url", url, "replicas", *replicas)
+	return runProjector(ctx, proj, log)
+}
