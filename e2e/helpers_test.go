@@ -150,9 +150,16 @@ type proc struct {
 // then SIGKILL) and, if the test failed, its output is logged.
 func startProc(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, name, nil, args...)
+}
+
+// startProcEnv is startProc with extra environment (a host's private Nix
+// store).
+func startProcEnv(t testing.TB, name string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(convoyBin, args...)
-	p.cmd.Env = childEnv()
+	p.cmd.Env = append(childEnv(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.WaitDelay = 2 * time.Second
 	if err := p.cmd.Start(); err != nil {
@@ -293,6 +300,7 @@ type rig struct {
 	server  *proc
 	fleet   *sandbox.Fleet
 	workers map[string]*proc
+	nix     bool // a real-Nix fleet: workers run with their host's Nix env
 }
 
 // newRig starts a server on a free port and builds a sandbox fleet of
@@ -324,6 +332,7 @@ func baseRig(t *testing.T) *rig {
 func (r *rig) makeFleet(hosts []string, o sandbox.Options) {
 	r.t.Helper()
 	o.NATS = r.url
+	r.nix = o.Nix
 	f, err := sandbox.New(filepath.Join(r.dir, "fleet"), hosts, o)
 	if err != nil {
 		r.t.Fatalf("sandbox: %v", err)
@@ -407,7 +416,11 @@ func (r *rig) spawnWorker(host string) *proc {
 	if isRoot() {
 		args = append(args, "--allow-root")
 	}
-	p := startProc(r.t, "worker "+host, args...)
+	var env []string
+	if r.nix {
+		env = h.NixEnv()
+	}
+	p := startProcEnv(r.t, "worker "+host, env, args...)
 	r.workers[host] = p
 	return p
 }
@@ -528,6 +541,8 @@ type fact struct {
 	Action           string   `json:"action"`
 	Stage            string   `json:"stage"`
 	Version          string   `json:"version"`
+	Generation       int      `json:"generation"`
+	Failures         int      `json:"failures"`
 }
 
 // histLine is one line of `convoy history --json`.
@@ -662,6 +677,9 @@ type hostStatus struct {
 	LastReason    string `json:"last_reason"`
 	LastFailed    string `json:"last_failed_stage"`
 	Requested     string `json:"requested"`
+	Generation    int    `json:"generation"`
+	Golden        string `json:"golden"`
+	GoldenGen     int    `json:"golden_generation"`
 	Worker        string `json:"worker"`
 	Seq           uint64 `json:"seq"`
 }
