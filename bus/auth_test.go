@@ -1,0 +1,278 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/bus/bustest"
+	"github.com/convoy-fleet/convoy/events"
+)
+
+type authRig struct {
+	srv  *bus.Server
+	dir  string
+	seed map[string]string // role/name -> seed file
+}
+
+func startAuth(t *testing.T) *authRig {
+	t.Helper()
+	r := &authRig{dir: t.TempDir(), seed: map[string]string{}}
+	users := filepath.Join(r.dir, "bus", bus.UsersFile)
+	for _, u := range []struct{ role, name string }{
+		{bus.RoleHost, "sorrow"}, {bus.RoleHost, "torment"}, {bus.RoleOperator, "alice"}, {bus.RoleAuditor, "audit"},
+	} {
+		user, seed, err := bus.NewUser(u.role, u.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.AddUser(users, user); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(r.dir, u.name+".nk")
+		if err := os.WriteFile(f, seed, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r.seed[u.name] = f
+	}
+	srv, err := bus.StartServer(bus.ServerConfig{DataDir: filepath.Join(r.dir, "bus"), Listen: "127.0.0.1:0", Auth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	r.srv = srv
+	admin, err := bus.Connect(t.Context(), bus.ConnectConfig{URL: srv.ClientURL(), Options: srv.ClientOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	if err := admin.Provision(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// as connects with name's credential; violations are collected.
+func (r *authRig) as(t *testing.T, name string) (*bus.Conn, func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var violations []string
+	cfg := bus.ConnectConfig{URL: r.srv.ClientURL(), NKeyFile: r.seed[name], MaxWait: 2 * time.Second,
+		Options: []nats.Option{nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			mu.Lock()
+			violations = append(violations, err.Error())
+			mu.Unlock()
+		})}}
+	if name == "sorrow" || name == "torment" {
+		cfg.InboxPrefix = bus.InboxPrefix(name)
+	}
+	c, err := bus.Connect(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("connect as %s: %v", name, err)
+	}
+	t.Cleanup(c.Close)
+	return c, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), violations...) }
+}
+
+func short(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func appendFact(ctx context.Context, c *bus.Conn, host string, k events.Kind) error {
+	e, _ := events.New(k, host, "test", events.Fact{})
+	subj, _ := events.HostSubject(host, k)
+	_, err := c.Append(ctx, subj, e, nil)
+	return err
+}
+
+func appendRequest(ctx context.Context, c *bus.Conn, host string) error {
+	e, _ := events.New(events.UpgradeRequested, host, "test", events.UpgradeRequest{})
+	e.UpgradeID = e.ID
+	subj, _ := events.RequestSubject(host, events.UpgradeRequested)
+	_, err := c.Append(ctx, subj, e, nil)
+	return err
+}
+
+func count(t *testing.T, c *bus.Conn, filter string) int {
+	t.Helper()
+	n := 0
+	if err := c.Replay(t.Context(), []string{filter}, bus.From{}, func(bus.Stored) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// The authorization matrix: each host credential may write only its own
+// facts and read only its own requests and consumer; every other attempt
+// is denied and stores nothing.
+func TestAuthorizationMatrix(t *testing.T) {
+	r := startAuth(t)
+	ctx := t.Context()
+	op, _ := r.as(t, "alice")
+	audit, _ := r.as(t, "audit")
+
+	// The operator asks both hosts to upgrade; their workers do their part.
+	for _, h := range []string{"sorrow", "torment"} {
+		if err := appendRequest(ctx, op, h); err != nil {
+			t.Fatalf("operator request for %s: %v", h, err)
+		}
+	}
+	torment, _ := r.as(t, "torment")
+	if err := appendFact(ctx, torment, "torment", events.WorkerStarted); err != nil {
+		t.Fatalf("torment appending its own fact: %v", err)
+	}
+	sorrow, sorrowViolations := r.as(t, "sorrow")
+	if err := appendFact(ctx, sorrow, "sorrow", events.WorkerStarted); err != nil {
+		t.Fatalf("sorrow appending its own fact: %v", err)
+	}
+	cons, err := sorrow.WorkerConsumer(ctx, "sorrow", 30*time.Second)
+	if err != nil {
+		t.Fatalf("sorrow creating its consumer: %v", err)
+	}
+	msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for m := range msgs.Messages() {
+		if !strings.HasPrefix(m.Subject(), "convoy.req.sorrow.") {
+			t.Fatalf("sorrow received %s", m.Subject())
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatalf("sorrow acking its request: %v", err)
+		}
+		got++
+	}
+	if got != 1 {
+		t.Fatalf("sorrow fetched %d of its requests, want 1", got)
+	}
+	if _, err := sorrow.Last(ctx, events.HostRequests("sorrow")); err != nil {
+		t.Fatalf("sorrow reading its own requests: %v", err)
+	}
+
+	before := map[string]int{}
+	for _, f := range []string{events.HostFacts("torment"), events.AllRequests, events.AllSubjects} {
+		before[f] = count(t, audit, f)
+	}
+	denied := []struct {
+		name string
+		try  func(context.Context) error
+	}{
+		{"publish torment's facts", func(ctx context.Context) error { return appendFact(ctx, sorrow, "torment", events.UpgradeSucceeded) }},
+		{"publish a request for itself", func(ctx context.Context) error { return appendRequest(ctx, sorrow, "sorrow") }},
+		{"publish a request for torment", func(ctx context.Context) error { return appendRequest(ctx, sorrow, "torment") }},
+		{"read torment's requests", func(ctx context.Context) error {
+			_, err := sorrow.Last(ctx, events.HostRequests("torment"))
+			return err
+		}},
+		{"read torment's facts", func(ctx context.Context) error { _, err := sorrow.Last(ctx, events.HostFacts("torment")); return err }},
+		{"read a message by sequence", func(ctx context.Context) error { _, err := sorrow.Get(ctx, 1); return err }},
+		{"create torment's consumer", func(ctx context.Context) error {
+			_, err := sorrow.WorkerConsumer(ctx, "torment", time.Minute)
+			return err
+		}},
+		{"pull from torment's consumer", func(ctx context.Context) error {
+			_, err := sorrow.NC.Request("$JS.API.CONSUMER.MSG.NEXT.CONVOY."+bus.WorkerConsumerName("torment"), []byte(`{"batch":1,"no_wait":true}`), time.Second)
+			return err
+		}},
+		{"replay the stream", func(ctx context.Context) error {
+			return sorrow.Replay(ctx, []string{events.AllSubjects}, bus.From{}, func(bus.Stored) error { return nil })
+		}},
+		{"delete the stream", func(ctx context.Context) error { return sorrow.JS.DeleteStream(ctx, bus.StreamName) }},
+		{"purge the stream", func(ctx context.Context) error {
+			_, err := sorrow.NC.Request("$JS.API.STREAM.PURGE."+bus.StreamName, nil, time.Second)
+			return err
+		}},
+		{"update the stream", func(ctx context.Context) error {
+			cfg := bus.StreamConfig(1)
+			cfg.DenyPurge = false
+			_, err := sorrow.JS.UpdateStream(ctx, cfg)
+			return err
+		}},
+		{"delete a message", func(ctx context.Context) error {
+			_, err := sorrow.NC.Request("$JS.API.STREAM.MSG.DELETE."+bus.StreamName, []byte(`{"seq":1}`), time.Second)
+			return err
+		}},
+		{"write another host's status", func(ctx context.Context) error {
+			_, err := sorrow.NC.Request("$KV."+bus.StatusBucket+".host.torment", []byte(`{}`), time.Second)
+			return err
+		}},
+		{"take torment's lease", func(ctx context.Context) error {
+			_, err := sorrow.NC.Request("$KV."+bus.LeasesBucket+".torment", []byte(`{}`), time.Second)
+			return err
+		}},
+	}
+	var wg sync.WaitGroup
+	for _, d := range denied {
+		wg.Go(func() {
+			err := d.try(short(t))
+			if err == nil {
+				t.Errorf("sorrow could %s", d.name)
+				return
+			}
+			t.Logf("sorrow cannot %s: %v", d.name, err)
+		})
+	}
+	wg.Wait()
+	// Each attempt failed because the server refused it, not by chance.
+	bustest.Eventually(t, 5*time.Second, "a permissions violation for every denied attempt", func() bool {
+		return strings.Count(strings.Join(sorrowViolations(), "\n"), "Permissions Violation for Publish") >= len(denied)
+	})
+	// Subscribing outside its inbox is refused by the server.
+	sub, err := sorrow.NC.SubscribeSync("_INBOX.>")
+	if err == nil {
+		_ = sorrow.NC.Flush()
+		time.Sleep(200 * time.Millisecond)
+		sub.Unsubscribe()
+	}
+	if v := strings.Join(sorrowViolations(), "\n"); !strings.Contains(v, `Subscription to "_INBOX.>"`) {
+		t.Errorf("sorrow subscribed to _INBOX.> without a violation; violations: %s", v)
+	}
+	for f, n := range before {
+		if got := count(t, audit, f); got != n {
+			t.Errorf("%s: %d messages after the denied attempts, %d before", f, got, n)
+		}
+	}
+
+	// Operators publish requests and read everything, but write no facts
+	// and cannot destroy the log; auditors only read.
+	if err := appendFact(short(t), op, "sorrow", events.UpgradeSucceeded); err == nil {
+		t.Error("the operator could publish a host's fact")
+	}
+	if err := op.JS.DeleteStream(short(t), bus.StreamName); err == nil {
+		t.Error("the operator could delete the stream")
+	}
+	if _, err := op.Last(ctx, events.HostFacts("torment")); err != nil && !errors.Is(err, bus.ErrNotFound) {
+		t.Errorf("the operator cannot read: %v", err)
+	}
+	if err := appendRequest(short(t), audit, "sorrow"); err == nil {
+		t.Error("the auditor could publish a request")
+	}
+	if n := count(t, audit, events.AllSubjects); n == 0 {
+		t.Error("the auditor reads nothing")
+	}
+}
+
+func TestAuthRefusesUnknownCredentials(t *testing.T) {
+	r := startAuth(t)
+	if _, err := bus.Connect(t.Context(), bus.ConnectConfig{URL: r.srv.ClientURL(), MaxWait: time.Second}); !errors.Is(err, bus.ErrUnreachable) || !strings.Contains(err.Error(), "refused the credential") {
+		t.Fatalf("no credential: %v", err)
+	}
+	_, seed, _ := bus.NewUser(bus.RoleOperator, "mallory")
+	f := filepath.Join(t.TempDir(), "mallory.nk")
+	os.WriteFile(f, seed, 0o600)
+	if _, err := bus.Connect(t.Context(), bus.ConnectConfig{URL: r.srv.ClientURL(), NKeyFile: f, MaxWait: time.Second}); err == nil {
+		t.Fatal("an unlisted key was accepted")
+	}
+}
