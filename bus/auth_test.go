@@ -50,7 +50,7 @@ func startAuth(t *testing.T) *authRig {
 	}
 	t.Cleanup(srv.Shutdown)
 	r.srv = srv
-	admin, err := bus.Connect(t.Context(), bus.ConnectConfig{URL: srv.ClientURL(), Options: srv.ClientOptions()})
+	admin, err := bus.Connect(t.Context(), bus.ConnectConfig{URL: srv.InternalURL(), Options: srv.ClientOptions()})
 	if err != nil {
 		t.Fatal(err)
 	}

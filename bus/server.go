@@ -186,6 +186,12 @@ func (s *Server) ReloadUsers() error {
 	return nil
 }
 
+// InternalURL is the URL to give Connect together with ClientOptions: the
+// connection is in process, so it is never TLS.
+func (s *Server) InternalURL() string {
+	return strings.Replace(s.ClientURL(), "tls://", "nats://", 1)
+}
+
 // UsersFile returns the users file of a server with Auth ("" without).
 func (s *Server) UsersFile() string { return s.usersFile }
 

@@ -66,7 +66,7 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer srv.Shutdown()
-	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: srv.ClientURL(), Name: "convoy server", MaxWait: 5 * time.Second, Options: srv.ClientOptions()})
+	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: srv.InternalURL(), Name: "convoy server", MaxWait: 5 * time.Second, Options: srv.ClientOptions()})
 	if err != nil {
 		return err
 	}
