@@ -60,6 +60,11 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Other users (an unprivileged worker) must be able to run it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
 	convoyBin = filepath.Join(dir, "convoy")
 	args := []string{"build", "-o", convoyBin}
 	if os.Getenv("CONVOY_E2E_RACE") != "" {
@@ -157,9 +162,18 @@ func startProc(t testing.TB, name string, args ...string) *proc {
 // store).
 func startProcEnv(t testing.TB, name string, env []string, args ...string) *proc {
 	t.Helper()
+	return startProcAs(t, name, nil, env, args...)
+}
+
+// startProcAs is startProcEnv as another user (cred nil: as ourselves).
+func startProcAs(t testing.TB, name string, cred *syscall.Credential, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(convoyBin, args...)
 	p.cmd.Env = append(childEnv(), env...)
+	if cred != nil {
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.WaitDelay = 2 * time.Second
 	if err := p.cmd.Start(); err != nil {

@@ -33,7 +33,7 @@ var gitEnv = []string{"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=true", "LC_ALL=C"}
 func (g *gitRepo) git(ctx context.Context, args ...string) (string, error) {
 	res := g.run(ctx, g.cfg.Path, append([]string{"git"}, args...), gitEnv...)
 	if res.Err != nil {
-		return res.Tail, fmt.Errorf("git %s in %s: %w: %s", args[0], g.cfg.Path, res.Err, strings.TrimSpace(lastLine(res.Tail)))
+		return res.Tail, fmt.Errorf("git %s in %s: %w: %s", args[0], g.cfg.Path, res.Err, errorLine(res.Tail))
 	}
 	return strings.TrimSpace(res.Tail), nil
 }

@@ -121,11 +121,13 @@ func cmdFact(res CmdResult) events.Fact {
 }
 
 // errorLine picks the line of output that best says what went wrong: the
-// last one starting with "error", else the last non-empty one.
+// last one starting with "error" or "fatal" (Nix, git), else the last
+// non-empty one.
 func errorLine(out string) string {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(lines[i]); strings.HasPrefix(strings.ToLower(l), "error") {
+		l := strings.TrimSpace(lines[i])
+		if low := strings.ToLower(l); strings.HasPrefix(low, "error") || strings.HasPrefix(low, "fatal") {
 			return l
 		}
 	}

@@ -61,7 +61,9 @@ func Git(dir string, args ...string) (string, error) {
 	cmd.Env = append(os.Environ(),
 		"GIT_AUTHOR_NAME=convoy", "GIT_AUTHOR_EMAIL=convoy@example.invalid",
 		"GIT_COMMITTER_NAME=convoy", "GIT_COMMITTER_EMAIL=convoy@example.invalid",
-		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null")
+		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+		// Tests may hand a host's checkout to another user.
+		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
