@@ -76,9 +76,7 @@ func (c *Conn) AppendID(ctx context.Context, subject string, e events.Event, msg
 	if err == nil {
 		return ack.Sequence, nil
 	}
-	var apiErr *jetstream.APIError
-	if expect != nil && errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+	if expect != nil && IsWrongLastSequence(err) {
 		last, lerr := c.Last(ctx, expect.Filter)
 		if lerr == nil && last.MsgID == msgID {
 			return last.Seq, nil
@@ -86,6 +84,14 @@ func (c *Conn) AppendID(ctx context.Context, subject string, e events.Event, msg
 		return 0, &ConflictError{Filter: expect.Filter, Want: expect.Seq, Actual: last.Seq}
 	}
 	return 0, fmt.Errorf("append %s: %w", subject, err)
+}
+
+// IsWrongLastSequence reports whether err is JetStream refusing a write
+// whose expected last sequence (or KV revision) is stale: someone else
+// wrote first.
+func IsWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Last returns the last message stored under filter (wildcards allowed),

@@ -24,27 +24,16 @@ const (
 )
 
 // needNix skips without Nix, and fails when CONVOY_REQUIRE_NIX=1 (CI).
-func needNix(t *testing.T) {
-	t.Helper()
-	if err := sandbox.HaveNix(); err != nil {
-		if os.Getenv("CONVOY_REQUIRE_NIX") == "1" {
-			t.Fatalf("CONVOY_REQUIRE_NIX=1 but %v", err)
-		}
-		t.Skipf("skipping a real-Nix test: %v (CONVOY_REQUIRE_NIX=1 makes this a failure)", err)
-	}
-}
+func needNix(t *testing.T) { sandbox.NeedNix(t) }
 
 // generations lists the host profile's generations as nix-env does.
 func generations(t *testing.T, h *sandbox.Host) []string {
 	t.Helper()
-	out, err := h.Nix("nix-env", "-p", h.Profile(), "--list-generations")
+	gens, err := h.Generations()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out == "" {
-		return nil
-	}
-	return strings.Split(out, "\n")
+	return gens
 }
 
 func profilePath(t *testing.T, h *sandbox.Host) string {

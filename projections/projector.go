@@ -29,27 +29,38 @@ func upgradeKey(host, id string) string { return host + "." + id }
 // stream. Run it in one place per bus (convoy server does); a second one
 // is harmless, since every write is a compare-and-set of an idempotent
 // fold.
-type Projector struct {
+type Projector struct{ buckets }
+
+// buckets are the projections' KV buckets and the connection to them.
+type buckets struct {
 	conn     *bus.Conn
 	status   jetstream.KeyValue
 	upgrades jetstream.KeyValue
 }
 
-// NewProjector opens the buckets (provisioned by bus.Conn.Provision).
-func NewProjector(ctx context.Context, c *bus.Conn) (*Projector, error) {
+func openBuckets(ctx context.Context, c *bus.Conn) (buckets, error) {
 	st, err := c.KV(ctx, bus.StatusBucket)
 	if err != nil {
-		return nil, err
+		return buckets{}, err
 	}
 	up, err := c.KV(ctx, bus.UpgradesBucket)
 	if err != nil {
+		return buckets{}, err
+	}
+	return buckets{conn: c, status: st, upgrades: up}, nil
+}
+
+// NewProjector opens the buckets (provisioned by bus.Conn.Provision).
+func NewProjector(ctx context.Context, c *bus.Conn) (*Projector, error) {
+	b, err := openBuckets(ctx, c)
+	if err != nil {
 		return nil, err
 	}
-	return &Projector{conn: c, status: st, upgrades: up}, nil
+	return &Projector{b}, nil
 }
 
 // Checkpoint returns the last stream sequence the projector applied.
-func (p *Projector) Checkpoint(ctx context.Context) (uint64, error) {
+func (p *buckets) Checkpoint(ctx context.Context) (uint64, error) {
 	ent, err := p.status.Get(ctx, checkpointKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, nil
@@ -156,16 +167,11 @@ func casLoop[T any](ctx context.Context, kv jetstream.KeyValue, key string, fold
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLast(err) {
+		if !errors.Is(err, jetstream.ErrKeyExists) && !bus.IsWrongLastSequence(err) {
 			return fmt.Errorf("put %s: %w", key, err)
 		}
 	}
 	return fmt.Errorf("put %s: too many concurrent writers", key)
-}
-
-func isWrongLast(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Rebuild recomputes the status of every host from stream sequence 1 and
@@ -256,14 +262,14 @@ func (p *Projector) replaceHost(ctx context.Context, host string, s *Status) err
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLast(err) {
+		if !errors.Is(err, jetstream.ErrKeyExists) && !bus.IsWrongLastSequence(err) {
 			return fmt.Errorf("rebuild %s: %w", host, err)
 		}
 	}
 	return fmt.Errorf("rebuild %s: too many concurrent writers", host)
 }
 
-func (p *Projector) hostKeys(ctx context.Context) ([]string, error) {
+func (p *buckets) hostKeys(ctx context.Context) ([]string, error) {
 	lister, err := p.status.ListKeysFiltered(ctx, hostKeyPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)

@@ -18,23 +18,15 @@ var ErrUnknownHost = errors.New("unknown host")
 
 // Fleet reads the status bucket. It never replays the stream: a status
 // query is one KV read per host.
-type Fleet struct {
-	conn     *bus.Conn
-	status   jetstream.KeyValue
-	upgrades jetstream.KeyValue
-}
+type Fleet struct{ buckets }
 
 // OpenFleet opens the fleet view.
 func OpenFleet(ctx context.Context, c *bus.Conn) (*Fleet, error) {
-	st, err := c.KV(ctx, bus.StatusBucket)
+	b, err := openBuckets(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	up, err := c.KV(ctx, bus.UpgradesBucket)
-	if err != nil {
-		return nil, err
-	}
-	return &Fleet{conn: c, status: st, upgrades: up}, nil
+	return &Fleet{b}, nil
 }
 
 // Host returns one host's status.
@@ -58,8 +50,7 @@ func (f *Fleet) Host(ctx context.Context, host string) (Status, error) {
 
 // All returns every host's status, sorted by host name.
 func (f *Fleet) All(ctx context.Context) ([]Status, error) {
-	p := &Projector{conn: f.conn, status: f.status}
-	hosts, err := p.hostKeys(ctx)
+	hosts, err := f.hostKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -79,8 +70,7 @@ func (f *Fleet) All(ctx context.Context) ([]Status, error) {
 
 // Lag returns how many stream sequences the projection is behind.
 func (f *Fleet) Lag(ctx context.Context) (uint64, error) {
-	p := &Projector{conn: f.conn, status: f.status}
-	cp, err := p.Checkpoint(ctx)
+	cp, err := f.Checkpoint(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,41 +56,21 @@ func (w *Worker) lease(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("lease %s: %w", key, err)
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(bus.LeaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				nrev, err := w.leases.Update(ctx, key, val, rev)
-				if err == nil {
-					rev = nrev
-					continue
-				}
-				if errors.Is(err, jetstream.ErrKeyExists) || isWrongLast(err) {
-					w.log.Error("lost the host's lease to another worker", logErr, err)
-				} else if ctx.Err() == nil {
-					w.log.Warn("lease renewal failed", logErr, err)
-				}
-			}
+	stop := every(context.WithoutCancel(ctx), bus.LeaseTTL/3, func(ctx context.Context) {
+		nrev, err := w.leases.Update(ctx, key, val, rev)
+		switch {
+		case err == nil:
+			rev = nrev
+		case errors.Is(err, jetstream.ErrKeyExists) || bus.IsWrongLastSequence(err):
+			w.log.Error("lost the host's lease to another worker", logErr, err)
+		case ctx.Err() == nil:
+			w.log.Warn("lease renewal failed", logErr, err)
 		}
-	}()
+	})
 	return func() {
-		cancel()
-		wg.Wait()
+		stop()
 		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer dcancel()
 		_ = w.leases.Delete(dctx, key, jetstream.LastRevision(rev))
 	}, nil
-}
-
-func isWrongLast(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

@@ -13,27 +13,14 @@ import (
 	"github.com/convoy-fleet/convoy/workers/sandbox"
 )
 
-// needNix skips without Nix, or fails when CONVOY_REQUIRE_NIX=1 (CI).
-func needNix(t *testing.T) {
-	t.Helper()
-	if err := sandbox.HaveNix(); err != nil {
-		if os.Getenv("CONVOY_REQUIRE_NIX") == "1" {
-			t.Fatalf("CONVOY_REQUIRE_NIX=1 but %v", err)
-		}
-		t.Skipf("skipping a real-Nix test: %v (set CONVOY_REQUIRE_NIX=1 to make this a failure)", err)
-	}
-}
-
+// generations lists the host profile's generations as nix-env does.
 func generations(t *testing.T, h *sandbox.Host) []string {
 	t.Helper()
-	out, err := h.Nix("nix-env", "-p", h.Profile(), "--list-generations")
+	gens, err := h.Generations()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out == "" {
-		return nil
-	}
-	return strings.Split(out, "\n")
+	return gens
 }
 
 func current(t *testing.T, h *sandbox.Host) string {
@@ -46,7 +33,7 @@ func current(t *testing.T, h *sandbox.Host) string {
 }
 
 func TestNixUpgradeAddsAGenerationPerUpgrade(t *testing.T) {
-	needNix(t)
+	sandbox.NeedNix(t)
 	t.Parallel()
 	r := newRig(t, sandbox.Options{Nix: true}, "sorrow")
 	r.start(t, "sorrow")
@@ -73,7 +60,7 @@ func TestNixUpgradeAddsAGenerationPerUpgrade(t *testing.T) {
 }
 
 func TestNixSyntaxErrorFailsTheBuild(t *testing.T) {
-	needNix(t)
+	sandbox.NeedNix(t)
 	t.Parallel()
 	r := newRig(t, sandbox.Options{Nix: true}, "torment")
 	r.start(t, "torment")
@@ -106,7 +93,7 @@ func TestNixSyntaxErrorFailsTheBuild(t *testing.T) {
 }
 
 func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
-	needNix(t)
+	sandbox.NeedNix(t)
 	t.Parallel()
 	r := newRig(t, sandbox.Options{Nix: true, HealthChecks: []string{"! grep -q broken-service configuration.nix"}}, "sorrow")
 	r.start(t, "sorrow")
@@ -137,7 +124,7 @@ func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
 }
 
 func TestBootCheckPinsGoldenAndFallsBackAfterRepeatedFailures(t *testing.T) {
-	needNix(t)
+	sandbox.NeedNix(t)
 	t.Parallel()
 	r := newRig(t, sandbox.Options{Nix: true}, "sorrow")
 	h := r.fleet.Hosts["sorrow"]

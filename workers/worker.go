@@ -432,22 +432,26 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) error {
 
 // progress sends progress acks until the returned func is called.
 func (w *Worker) progress(ctx context.Context, m jetstream.Msg) func() {
+	return every(ctx, w.ackWait/3, func(context.Context) { _ = m.InProgress() })
+}
+
+// every calls f every period in a goroutine of its own until ctx ends or
+// the returned func is called; that func waits for the goroutine.
+func every(ctx context.Context, period time.Duration, f func(context.Context)) func() {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(w.ackWait / 3)
+	wg.Go(func() {
+		t := time.NewTicker(period)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				_ = m.InProgress()
+				f(ctx)
 			}
 		}
-	}()
+	})
 	return func() { cancel(); wg.Wait() }
 }
 
