@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
@@ -90,8 +91,9 @@ func (c *goldenCmd) Run(ctx context.Context, args []string) error {
 type bootCheckCmd struct{ env *env }
 
 func (c *bootCheckCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("boot-check", "boot-check --config FILE")
+	fs := c.env.flags("boot-check", "boot-check --config FILE [--allow-root]")
 	cfgPath := fs.String("config", "", "the worker's TOML config (required)")
+	allowRoot := fs.Bool("allow-root", false, "run as root although system.elevation is set")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -106,6 +108,11 @@ func (c *bootCheckCmd) Run(ctx context.Context, args []string) error {
 	cfg, err := workers.LoadConfig(*cfgPath)
 	if err != nil {
 		return usageErr(err)
+	}
+	// With an elevation program it elevates the few commands that need it,
+	// like the worker; only without one must it run as root.
+	if os.Geteuid() == 0 && len(cfg.System.Elevation) > 0 && !*allowRoot {
+		return usageErr(fmt.Errorf("refusing to run as root: system.elevation is %q, so run boot-check as the worker's user (it elevates the profile switch and the pin); --allow-root overrides this", cfg.System.Elevation))
 	}
 	c.env.busFromConfig(cfg.NATS, cfg.NKey, cfg.TLSCA)
 	// At boot the bus may not be up yet: try briefly, then go on offline
