@@ -221,8 +221,23 @@ func (c *Conn) Provision(ctx context.Context) error {
 }
 
 // KV returns a provisioned bucket.
+//
+// While a cluster elects a leader the lookup times out; it is retried for
+// up to APITimeout before it fails.
 func (c *Conn) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	kv, err := c.JS.KeyValue(ctx, bucket)
+	var kv jetstream.KeyValue
+	b := backoff.NewExponentialBackOff()
+	b.MaxElapsedTime = APITimeout
+	err := backoff.Retry(func() error {
+		actx, cancel := context.WithTimeout(ctx, APITimeout/2)
+		defer cancel()
+		var err error
+		kv, err = c.JS.KeyValue(actx, bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(b, ctx))
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w (has `convoy server` provisioned the bus?)", bucket, err)
 	}

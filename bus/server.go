@@ -92,7 +92,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	name := cfg.Name
 	if name == "" {
-		name = "convoy"
+		name = "convoy-" + portStr
 	}
 	opts := &server.Options{
 		ServerName: name,

@@ -89,7 +89,7 @@ func (c *projectorCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	if err := conn.Provision(ctx); err != nil {
+	if err := provision(ctx, conn, log); err != nil {
 		return err
 	}
 	proj, err := projections.NewProjector(ctx, conn)

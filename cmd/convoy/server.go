@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	rungroup "github.com/oklog/run"
@@ -37,6 +38,11 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (required beyond loopback)")
 	tlsKey := fs.String("tls-key", "", "TLS key file")
 	noTLS := fs.Bool("insecure-no-tls", false, "listen beyond loopback without TLS (credentials still required)")
+	name := fs.String("name", "", "server name, unique in a cluster (default convoy-<port>)")
+	cluster := fs.String("cluster", "", "join a JetStream cluster of this name (with --cluster-listen and --routes)")
+	clusterListen := fs.String("cluster-listen", "", "HOST:PORT for cluster routes")
+	routes := fs.String("routes", "", "comma-separated nats://HOST:PORT routes to the other nodes")
+	replicas := fs.Int("replicas", 1, "replicas of the stream and buckets when they are created (3 on a 3-node cluster)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -61,17 +67,32 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 			return usageErr(fmt.Errorf("--listen %s is beyond loopback: give --tls-cert and --tls-key (or, knowingly, --insecure-no-tls)", *listen))
 		}
 	}
-	srv, err := bus.StartServer(bus.ServerConfig{DataDir: *data, Listen: *listen, Auth: *auth, TLSCert: *tlsCert, TLSKey: *tlsKey})
+	scfg := bus.ServerConfig{DataDir: *data, Listen: *listen, Auth: *auth, TLSCert: *tlsCert, TLSKey: *tlsKey, Name: *name}
+	if *cluster != "" {
+		if *clusterListen == "" || *routes == "" {
+			return usageErr(errors.New("--cluster needs --cluster-listen HOST:PORT and --routes nats://HOST:PORT,..."))
+		}
+		scfg.Cluster = &bus.ClusterConfig{Name: *cluster, Listen: *clusterListen, Routes: strings.Split(*routes, ",")}
+		if *name == "" {
+			return usageErr(errors.New("--cluster needs --name, unique among the nodes"))
+		}
+		scfg.ReadyTimeout = time.Minute
+	}
+	if *replicas < 1 || *replicas > 5 {
+		return usageErr(fmt.Errorf("--replicas %d: want 1 to 5", *replicas))
+	}
+	srv, err := bus.StartServer(scfg)
 	if err != nil {
 		return err
 	}
 	defer srv.Shutdown()
-	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: srv.InternalURL(), Name: "convoy server", MaxWait: 5 * time.Second, Options: srv.ClientOptions()})
+	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: srv.InternalURL(), Name: "convoy server", MaxWait: 5 * time.Second, Replicas: *replicas, Options: srv.ClientOptions()})
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if err := conn.Provision(ctx); err != nil {
+	// A cluster can provision only once its nodes have elected a leader.
+	if err := provision(ctx, conn, log); err != nil {
 		return err
 	}
 	proj, err := projections.NewProjector(ctx, conn)
@@ -100,6 +121,25 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	err = g.Run()
 	log.Info("convoy server stopped")
 	return err
+}
+
+// provision creates the stream and buckets, retrying while a cluster
+// elects its leaders.
+func provision(ctx context.Context, conn *bus.Conn, log *slog.Logger) error {
+	for {
+		pctx, cancel := context.WithTimeout(ctx, bus.APITimeout)
+		err := conn.Provision(pctx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("provisioning the stream; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // runProjector keeps the projector running until ctx ends.
