@@ -120,18 +120,27 @@ func allow(subjects ...string) *server.SubjectPermission {
 	return &server.SubjectPermission{Allow: subjects}
 }
 
-// Permissions returns what a role may publish and subscribe to. Anything
-// not allowed is denied: a host cannot publish requests or other hosts'
-// facts, read other hosts' requests, touch other consumers, or delete,
-// purge or update a stream; nobody but the server can.
-func Permissions(u User) *server.Permissions {
+// Permissions returns what a role may publish and subscribe to, given
+// the hosts that have credentials. Anything not allowed is denied: a host
+// cannot publish requests or other hosts' facts, read other hosts'
+// requests, touch other consumers, or delete, purge or update a stream;
+// operators and auditors read through consumers of their own and cannot
+// create, change, delete, pull from or ack a host's worker consumer.
+func Permissions(u User, hosts []string) *server.Permissions {
 	const api = "$JS.API."
 	readAll := []string{
 		api + "INFO",
 		api + "STREAM.INFO.>", api + "STREAM.NAMES", api + "STREAM.LIST",
 		api + "DIRECT.GET.>", api + "STREAM.MSG.GET.>",
 		api + "CONSUMER.CREATE.>", api + "CONSUMER.INFO.>", api + "CONSUMER.DELETE.>", api + "CONSUMER.MSG.NEXT.>",
-		"$JS.FC.>",
+		"$JS.ACK.>", "$JS.FC.>",
+	}
+	// The worker consumers are the hosts' own.
+	denyWorkers := []string{api + "CONSUMER.DURABLE.CREATE.>"}
+	for _, h := range hosts {
+		c := "CONVOY." + WorkerConsumerName(h)
+		denyWorkers = append(denyWorkers, api+"CONSUMER.CREATE."+c+".>", api+"CONSUMER.CREATE."+c,
+			api+"CONSUMER.DELETE."+c, api+"CONSUMER.MSG.NEXT."+c, "$JS.ACK."+c+".>")
 	}
 	switch u.Role {
 	case RoleHost:
@@ -157,9 +166,15 @@ func Permissions(u User) *server.Permissions {
 		}
 	case RoleOperator:
 		pub := append([]string{events.AllRequests, "$KV." + StatusBucket + ".>", "$KV." + UpgradesBucket + ".>"}, readAll...)
-		return &server.Permissions{Publish: allow(pub...), Subscribe: allow("_INBOX.>", events.AllSubjects)}
+		return &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: pub, Deny: denyWorkers},
+			Subscribe: allow("_INBOX.>", events.AllSubjects),
+		}
 	case RoleAuditor:
-		return &server.Permissions{Publish: allow(readAll...), Subscribe: allow("_INBOX.>", events.AllSubjects)}
+		return &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: readAll, Deny: denyWorkers},
+			Subscribe: allow("_INBOX.>", events.AllSubjects),
+		}
 	case roleServer:
 		return nil // everything
 	}
@@ -167,9 +182,15 @@ func Permissions(u User) *server.Permissions {
 }
 
 func nkeyUsers(us []User) []*server.NkeyUser {
+	var hosts []string
+	for _, u := range us {
+		if u.Role == RoleHost {
+			hosts = append(hosts, u.Host)
+		}
+	}
 	out := make([]*server.NkeyUser, 0, len(us))
 	for _, u := range us {
-		out = append(out, &server.NkeyUser{Nkey: u.NKey, Permissions: Permissions(u)})
+		out = append(out, &server.NkeyUser{Nkey: u.NKey, Permissions: Permissions(u, hosts)})
 	}
 	return out
 }

@@ -259,6 +259,32 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if err := appendRequest(short(t), audit, "sorrow"); err == nil {
 		t.Error("the auditor could publish a request")
 	}
+	// Nobody but the host touches its worker consumer.
+	for name, c := range map[string]*bus.Conn{"operator": op, "auditor": audit} {
+		if _, err := c.WorkerConsumer(short(t), "sorrow", time.Minute); err == nil {
+			t.Errorf("the %s could create or change sorrow's consumer", name)
+		}
+		if err := c.JS.DeleteConsumer(short(t), bus.StreamName, bus.WorkerConsumerName("sorrow")); err == nil {
+			t.Errorf("the %s could delete sorrow's consumer", name)
+		}
+		if _, err := c.NC.Request("$JS.API.CONSUMER.MSG.NEXT.CONVOY."+bus.WorkerConsumerName("sorrow"), []byte(`{"batch":1,"no_wait":true}`), time.Second); err == nil {
+			t.Errorf("the %s could pull sorrow's requests", name)
+		}
+	}
+	// Their own durable consumers may ack.
+	own, err := audit.JS.CreateOrUpdateConsumer(ctx, bus.StreamName, jetstream.ConsumerConfig{Durable: "alerts", AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: events.AllHostFacts})
+	if err != nil {
+		t.Fatalf("the auditor's own consumer: %v", err)
+	}
+	batch, err := own.Fetch(1, jetstream.FetchMaxWait(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Errorf("the auditor cannot ack its own consumer: %v", err)
+		}
+	}
 	if n := count(t, audit, events.AllSubjects); n == 0 {
 		t.Error("the auditor reads nothing")
 	}

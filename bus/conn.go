@@ -60,6 +60,9 @@ type ConnectConfig struct {
 	Replicas int
 	// OnRetry, if set, is called before each retry of the first connection.
 	OnRetry func(err error, next time.Duration)
+	// OnAsyncError, if set, reports errors the server sends outside any
+	// request, such as a permissions violation.
+	OnAsyncError func(err error)
 	// OnDisconnect and OnReconnect, if set, report connection changes.
 	OnDisconnect func(err error)
 	OnReconnect  func(url string)
@@ -123,6 +126,11 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if cfg.OnDisconnect != nil {
 				cfg.OnDisconnect(err)
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if cfg.OnAsyncError != nil {
+				cfg.OnAsyncError(err)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

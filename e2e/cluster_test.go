@@ -89,7 +89,22 @@ func TestClusterOfServersSurvivesLeaderKill(t *testing.T) {
 	leader.stop(syscall.SIGKILL, 5*time.Second)
 	t.Logf("killed the stream leader %s", info.Cluster.Leader)
 
-	facts := r.facts("sorrow", id)
+	// While the cluster elects new leaders a command may fail; a user
+	// runs it again.
+	var facts []histLine
+	eventually(t, 90*time.Second, "the upgrade to end after the leader's loss", func() bool {
+		res := r.convoy("history", "--json", "sorrow")
+		if res.code != exitOK {
+			return false
+		}
+		facts = facts[:0]
+		for _, l := range parseHistory(t, res.stdout) {
+			if l.isFact() && l.upgradeID() == id {
+				facts = append(facts, l)
+			}
+		}
+		return len(facts) > 0 && isTerminal(facts[len(facts)-1].kind())
+	})
 	wantKinds(t, facts, "upgrade.started", "pull.succeeded", "build.succeeded", "validation.passed", "switch.succeeded", "upgrade.succeeded")
 	if head, _ := r.head("sorrow"); head != c {
 		t.Fatalf("HEAD %s, want %s", head, c)

@@ -1,12 +1,15 @@
 package workers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -97,7 +100,13 @@ func newExec(timeout time.Duration, baseEnv []string, log io.Writer) Exec {
 		cmd.Stderr = io.MultiWriter(out, logw)
 		fmt.Fprintf(logw, "$ %s\n", strings.Join(argv, " "))
 		start := time.Now()
-		err := cmd.Run()
+		err := cmd.Start()
+		if err == nil {
+			if f, ok := ctx.Value(startKey{}).(func(int)); ok {
+				f(cmd.Process.Pid)
+			}
+			err = cmd.Wait()
+		}
 		res.Duration = time.Since(start)
 		res.Tail = out.String()
 		res.LastLine = lastLine(stdout.String())
@@ -122,3 +131,55 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // shell returns the argv that runs a configured shell snippet.
 func shell(s string) []string { return []string{"sh", "-c", s} }
+
+// runningFile records the process group of the command a worker is
+// running, so that a worker restarted after a crash can stop what its
+// predecessor left running (a command has its own process group, so it
+// outlives a SIGKILLed worker).
+const runningFile = "running"
+
+// tracked wraps run so each command's process group is written to
+// stateDir/running while it runs.
+func tracked(stateDir string, run Exec) Exec {
+	path := filepath.Join(stateDir, runningFile)
+	return func(ctx context.Context, dir string, argv []string, env ...string) CmdResult {
+		ctx = withStart(ctx, func(pid int) { _ = os.WriteFile(path, []byte(strconv.Itoa(pid)), 0o600) })
+		defer os.Remove(path)
+		return run(ctx, dir, argv, env...)
+	}
+}
+
+type startKey struct{}
+
+func withStart(ctx context.Context, f func(pid int)) context.Context {
+	return context.WithValue(ctx, startKey{}, f)
+}
+
+// killLeftover kills the process group recorded in stateDir/running if
+// it still belongs to upgrade id (its environment says so): a process of
+// a dead worker that must not go on changing the host.
+func killLeftover(stateDir, id string) {
+	path := filepath.Join(stateDir, runningFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	defer os.Remove(path)
+	pgid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pgid <= 1 {
+		return
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, stat := range procs {
+		dir := filepath.Dir(stat)
+		pid, _ := strconv.Atoi(filepath.Base(dir))
+		if g, err := syscall.Getpgid(pid); err != nil || g != pgid {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join(dir, "environ"))
+		if err == nil && bytes.Contains(env, []byte("CONVOY_UPGRADE_ID="+id+"\x00")) {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			return
+		}
+	}
+}

@@ -177,9 +177,10 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 	}
 	br.Restored = golden
 	w.state.BootFailures, w.state.BootFailed = 0, ""
-	if w.state.Deployed != "" {
-		w.state.Quarantined, w.state.Deployed, w.state.DeployedSecrets = w.state.Deployed, "", ""
-	}
+	// The commit whose system failed is not deployed again; it stays the
+	// reference for downgrade checks, so a fix must be a newer commit
+	// (or an allowed, requested downgrade).
+	w.state.Quarantined = w.state.Deployed
 	if err := w.saveState(); err != nil {
 		return br, err
 	}

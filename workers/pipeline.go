@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,23 @@ type job struct {
 	switched              bool // the switch was started
 }
 
+// newJob returns a job whose commands log to log and are tracked in the
+// state dir (see killLeftover).
+func (w *Worker) newJob(id, logPath string, log io.Writer) *job {
+	run := newExec(w.cfg.Upgrade.Timeout.Duration, w.env(id), log)
+	run = tracked(w.cfg.StateDir, run)
+	j := &job{w: w, id: id, run: run, logPath: logPath, stop: func() {}}
+	for _, r := range w.cfg.repos() {
+		r.run = run
+		if r.name == "repo" {
+			j.repo = r
+		} else {
+			j.secrets = r
+		}
+	}
+	return j
+}
+
 // outcome is how a pipeline ends: the terminal kind and its data.
 type outcome struct {
 	kind events.Kind
@@ -46,23 +64,17 @@ func (w *Worker) upgrade(ctx context.Context, id string, req events.UpgradeReque
 		return fmt.Errorf("upgrade log: %w", err)
 	}
 	defer lf.Close()
-	run := newExec(w.cfg.Upgrade.Timeout.Duration, w.env(id), lf)
-	j := &job{w: w, id: id, req: req, run: run, logPath: logPath, stop: func() {}}
-	for _, r := range w.cfg.repos() {
-		r.run = run
-		if r.name == "repo" {
-			j.repo = r
-		} else {
-			j.secrets = r
-		}
-	}
+	j := w.newJob(id, logPath, lf)
+	j.req = req
 	log := w.log.With(logUpgrade, id)
 	log.Info("upgrade started", "rev", req.Rev)
-	if err := w.emit(ctx, id, events.UpgradeStarted, events.Fact{Rev: req.Rev, Log: logPath}); err != nil {
+	// Recorded before upgrade.started, so a kill in between still leaves
+	// recovery what it needs: the upgrade to end and the delivery to ack.
+	w.state.InFlight = &inFlight{UpgradeID: id, AckSubject: w.delivery}
+	if err := w.saveState(); err != nil {
 		return err
 	}
-	w.state.InFlight = &inFlight{UpgradeID: id, StartedSeq: w.lastSeq, AckSubject: w.delivery}
-	if err := w.saveState(); err != nil {
+	if err := w.emit(ctx, id, events.UpgradeStarted, events.Fact{Rev: req.Rev, Log: logPath}); err != nil {
 		return err
 	}
 	defer j.stop()
@@ -439,13 +451,24 @@ func (w *Worker) recover(ctx context.Context) error {
 		}
 		return nil
 	}
-	if ended, err := w.ended(ctx, inf); err != nil {
+	if end, err := w.ended(ctx, inf); err != nil {
 		return err
-	} else if ended {
+	} else if end != nil {
+		// It ended; only the local record of it was lost.
+		if end.Event.Kind() == events.UpgradeSucceeded {
+			f, _ := end.Event.Fact()
+			w.state.Deployed = f.Commit
+			if w.cfg.Secrets != nil {
+				w.state.DeployedSecrets, _ = (&gitRepo{name: "secrets", cfg: *w.cfg.Secrets, run: w.quietExec()}).head(ctx)
+			}
+		}
 		w.state.finish(inf.UpgradeID)
 		w.ackStale(inf)
 		return w.saveState()
 	}
+	// A command the dead worker started may still run (a switch in its own
+	// process group): stop it before putting the host back.
+	killLeftover(w.cfg.StateDir, inf.UpgradeID)
 	w.log.Warn("recovering an upgrade left in flight", logUpgrade, inf.UpgradeID)
 	logPath := filepath.Join(w.logDir, inf.UpgradeID+".log")
 	lf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -453,18 +476,9 @@ func (w *Worker) recover(ctx context.Context) error {
 		return fmt.Errorf("upgrade log: %w", err)
 	}
 	defer lf.Close()
-	run := newExec(w.cfg.Upgrade.Timeout.Duration, w.env(inf.UpgradeID), lf)
-	j := &job{w: w, id: inf.UpgradeID, run: run, logPath: logPath,
-		oldCommit: inf.OldCommit, oldSecrets: inf.OldSecrets, previous: inf.Previous,
-		moved: inf.Moved, switched: inf.Switching, stop: func() {}}
-	for _, r := range w.cfg.repos() {
-		r.run = run
-		if r.name == "repo" {
-			j.repo = r
-		} else {
-			j.secrets = r
-		}
-	}
+	j := w.newJob(inf.UpgradeID, logPath, lf)
+	j.oldCommit, j.oldSecrets, j.previous = inf.OldCommit, inf.OldSecrets, inf.Previous
+	j.moved, j.switched = inf.Moved, inf.Switching
 	rb, err := j.rollback(ctx, "recovery", inf.Switching)
 	if err != nil {
 		return err
@@ -477,12 +491,12 @@ func (w *Worker) recover(ctx context.Context) error {
 	return nil
 }
 
-// ended reports whether the in-flight upgrade's terminal fact is stored
-// (it was, but the process stopped before it could record that). The
+// ended returns the in-flight upgrade's terminal fact if it is stored
+// (the process stopped before it could record that), else nil. The
 // in-flight upgrade is the host's newest, so its terminal fact, if any, is
 // the last one on its terminal subject: a few direct reads of the host's
 // own subjects, which is all a host credential may read.
-func (w *Worker) ended(ctx context.Context, inf *inFlight) (bool, error) {
+func (w *Worker) ended(ctx context.Context, inf *inFlight) (*bus.Stored, error) {
 	for _, k := range events.Kinds {
 		if !k.IsTerminal() {
 			continue
@@ -493,13 +507,13 @@ func (w *Worker) ended(ctx context.Context, inf *inFlight) (bool, error) {
 			continue
 		}
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		if st.Event.UpgradeID == inf.UpgradeID {
-			return true, nil
+			return &st, nil
 		}
 	}
-	return false, nil
+	return nil, nil
 }
 
 // ackStale acknowledges the delivery of a request a previous run left in

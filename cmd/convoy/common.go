@@ -74,10 +74,6 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // connect dials the bus, reporting retries on stderr, for up to maxWait.
 func (e *env) connect(ctx context.Context, name string, maxWait time.Duration) (*bus.Conn, error) {
-	url := e.nats
-	if url == "" {
-		url = bus.DefaultURL
-	}
 	return e.connectAs(ctx, name, maxWait, "")
 }
 
@@ -89,6 +85,10 @@ func (e *env) connectAs(ctx context.Context, name string, maxWait time.Duration,
 	}
 	return bus.Connect(ctx, bus.ConnectConfig{
 		URL: url, Name: "convoy " + name, MaxWait: maxWait, NKeyFile: e.nkey, CAFile: e.tlsCA, InboxPrefix: inbox,
+		// A refused operation otherwise shows only as a timeout.
+		OnAsyncError: func(err error) {
+			fmt.Fprintf(e.stderr, "convoy %s: the bus refused: %v (does this credential allow it? see docs/security.md)\n", name, err)
+		},
 		OnRetry: func(err error, next time.Duration) {
 			fmt.Fprintf(e.stderr, "convoy %s: bus not reachable at %s (%v); retrying in %s\n", name, url, err, next.Round(10*time.Millisecond))
 		},

@@ -36,6 +36,9 @@ func (c *credsCmd) Run(_ context.Context, args []string) error {
 	if err != nil {
 		return usageErr(err)
 	}
+	if abs, err := filepath.Abs(*out); err == nil {
+		*out = abs
+	}
 	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return usageErr(fmt.Errorf("-o %s: %w (convoy never overwrites a credential)", *out, err))

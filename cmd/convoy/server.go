@@ -32,7 +32,7 @@ func defaultDataDir() string {
 func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	fs := c.env.flags("server", "server [--data DIR] [--listen HOST:PORT]")
 	data := fs.String("data", defaultDataDir(), "directory for JetStream's file storage")
-	listen := fs.String("listen", bus.DefaultListen, "address to listen on (loopback only)")
+	listen := fs.String("listen", bus.DefaultListen, "address to listen on; beyond loopback, credentials and TLS are required")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	auth := fs.Bool("auth", false, "require credentials from convoy creds (always on beyond loopback)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (required beyond loopback)")
@@ -66,6 +66,11 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		if *tlsCert == "" && !*noTLS {
 			return usageErr(fmt.Errorf("--listen %s is beyond loopback: give --tls-cert and --tls-key (or, knowingly, --insecure-no-tls)", *listen))
 		}
+	}
+	if _, err := os.Stat(filepath.Join(*data, bus.UsersFile)); err == nil && !*auth {
+		// Credentials were issued for this bus: never ignore them.
+		*auth = true
+		log.Info("credentials exist in the data dir; authentication is on", "users", filepath.Join(*data, bus.UsersFile))
 	}
 	scfg := bus.ServerConfig{DataDir: *data, Listen: *listen, Auth: *auth, TLSCert: *tlsCert, TLSKey: *tlsKey, Name: *name}
 	if *cluster != "" {
