@@ -57,6 +57,7 @@ func commands(e *env) map[string]command {
 		"boot-check":  &bootCheckCmd{env: e},
 		"creds":       &credsCmd{env: e},
 		"projector":   &projectorCmd{env: e},
+		"schedule":    &scheduleCmd{env: e},
 		"demo":        &demoCmd{env: e},
 		"version":     &versionCmd{env: e},
 	}
@@ -78,6 +79,7 @@ Commands:
   boot-check   run once after boot (--config FILE): validate, pin golden, fall back
   creds        creds add-host HOST|add-operator NAME|add-auditor NAME -o FILE: issue a credential
   projector    provision an external NATS (--nats) and keep the projections there
+  schedule     request upgrades on a schedule: --every 1h | --daily 04:00 [HOST...]
   demo         run a whole fleet in a temp dir and show two upgrades
   version      print the version
 

@@ -14,7 +14,6 @@ import (
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/producers"
-	"github.com/convoy-fleet/convoy/projections"
 )
 
 type upgradeCmd struct{ env *env }
@@ -67,21 +66,13 @@ func (c *upgradeCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	fleet, err := projections.OpenFleet(ctx, conn)
-	if err != nil {
-		return err
-	}
-	sts, err := fleet.All(ctx)
+	known, err := producers.ServedHosts(ctx, conn)
 	if err != nil {
 		return err
 	}
 	served := map[string]bool{}
-	var known []string
-	for _, s := range sts {
-		if s.Worker != "" { // a worker has served it: part of the fleet
-			served[s.Host] = true
-			known = append(known, s.Host)
-		}
+	for _, h := range known {
+		served[h] = true
 	}
 	if *all {
 		req.Hosts = known
