@@ -20,7 +20,8 @@ func TestClusterOfServersSurvivesLeaderKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster")
 	}
-	t.Parallel()
+	// Not parallel: leader elections on two starved cores take long
+	// enough to turn this test into a test of the CPU scheduler.
 	r := baseRig(t)
 	const n = 3
 	clients, routes := make([]int, n), make([]string, n)

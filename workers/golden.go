@@ -57,8 +57,7 @@ func (w *Worker) pin(ctx context.Context, id string) error {
 	if err := w.emit(ctx, id, events.GoldenPinned, events.Fact{Result: cur, Generation: gen}); err != nil {
 		return err
 	}
-	w.state.finish(id)
-	return w.saveState()
+	return w.ended(id)
 }
 
 // BootResult says what a boot check found and did.

@@ -443,6 +443,14 @@ func (w *Worker) recover(ctx context.Context) error {
 	if err != nil && !errors.Is(err, bus.ErrNotFound) {
 		return err
 	}
+	if inf == nil && w.state.Unacked != "" {
+		// The last request ended, but the kill came before its ack.
+		w.ackStale(&inFlight{AckSubject: w.state.Unacked})
+		w.state.Unacked = ""
+		if err := w.saveState(); err != nil {
+			return err
+		}
+	}
 	if inf == nil {
 		// No local record, but the bus says an upgrade never ended (the
 		// state dir was lost): end it without touching the host.
@@ -451,7 +459,7 @@ func (w *Worker) recover(ctx context.Context) error {
 		}
 		return nil
 	}
-	if end, err := w.ended(ctx, inf); err != nil {
+	if end, err := w.terminalOf(ctx, inf); err != nil {
 		return err
 	} else if end != nil {
 		// It ended; only the local record of it was lost.
@@ -491,12 +499,12 @@ func (w *Worker) recover(ctx context.Context) error {
 	return nil
 }
 
-// ended returns the in-flight upgrade's terminal fact if it is stored
+// terminalOf returns the in-flight upgrade's terminal fact if it is stored
 // (the process stopped before it could record that), else nil. The
 // in-flight upgrade is the host's newest, so its terminal fact, if any, is
 // the last one on its terminal subject: a few direct reads of the host's
 // own subjects, which is all a host credential may read.
-func (w *Worker) ended(ctx context.Context, inf *inFlight) (*bus.Stored, error) {
+func (w *Worker) terminalOf(ctx context.Context, inf *inFlight) (*bus.Stored, error) {
 	for _, k := range events.Kinds {
 		if !k.IsTerminal() {
 			continue

@@ -30,6 +30,9 @@ type localState struct {
 	// InFlight is set from upgrade.started until the terminal fact is
 	// acknowledged; after a crash it says how to put the host back.
 	InFlight *inFlight `json:"in_flight,omitempty"`
+	// Unacked is the ack subject of a request whose end is recorded but
+	// whose delivery may not be acked yet; a restarted worker acks it.
+	Unacked string `json:"unacked,omitempty"`
 	// Validated lists the system results that passed a boot check, newest
 	// last: the only ones the golden pin may move to.
 	Validated []string `json:"validated,omitempty"`

@@ -426,6 +426,9 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) error {
 	defer cancel()
 	if err := m.DoubleAck(actx); err != nil {
 		w.log.Warn("ack", logSeq, md.Sequence.Stream, logErr, err)
+	} else if w.state.Unacked != "" {
+		w.state.Unacked = ""
+		_ = w.saveState()
 	}
 	return nil
 }
@@ -541,6 +544,13 @@ func (w *Worker) finish(ctx context.Context, id string, k events.Kind, f events.
 	if err := w.emit(ctx, id, k, f); err != nil {
 		return err
 	}
+	return w.ended(id)
+}
+
+// ended records locally that upgrade id has its terminal fact, and that
+// the delivery of its request still needs an ack (see recover).
+func (w *Worker) ended(id string) error {
 	w.state.finish(id)
+	w.state.Unacked = w.delivery
 	return w.saveState()
 }
