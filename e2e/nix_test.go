@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,5 +248,47 @@ func TestNixGoldenPinAndBootFallback(t *testing.T) {
 	sum := r.upgrade(exitFailed, "sorrow", "--wait", "--timeout", "60s")
 	if f := find(t, r.facts("sorrow", sum.Upgrade), "upgrade.rejected"); !strings.Contains(f.Reason, "fell back to the golden generation") {
 		t.Fatalf("re-deploying the commit that failed its boots: %q", f.Reason)
+	}
+}
+
+// A boot with the bus down: boot-check's facts wait in the outbox, and the
+// worker publishes them, once, when it starts and the bus is back.
+func TestNixBootCheckWithTheBusDown(t *testing.T) {
+	needNix(t)
+	t.Parallel()
+	r := newRig(t, []string{"torment"}, sandbox.Options{Nix: true})
+	h := r.fleet.Hosts["torment"]
+	r.startWorker("torment")
+	r.commit(nixV1, "v1")
+	r.upgrade(exitOK, "torment", "--wait", "--timeout", "90s")
+	running := profilePath(t, h)
+	r.stopWorker("torment")
+	r.stopServer(syscall.SIGTERM)
+
+	res := r.bootCheck("torment")
+	wantExit(t, res, exitOK)
+	if !strings.Contains(res.stdout, "events wait in the outbox") {
+		t.Fatalf("boot-check with the bus down: %s", res)
+	}
+	if link, _ := os.Readlink(filepath.Join(h.GCRoots(), "convoy-golden")); link != running {
+		t.Fatalf("the pin waits for nothing: gcroot -> %q, want %s", link, running)
+	}
+	queued, _ := filepath.Glob(filepath.Join(h.StateDir, "outbox", "*.json"))
+	if len(queued) != 2 {
+		t.Fatalf("outbox holds %d events, want boot.validated and golden.pinned", len(queued))
+	}
+
+	r.startServer()
+	r.startWorker("torment")
+	r.waitStatus("torment", "golden from the outbox", func(s hostStatus) bool { return s.Golden == running })
+	counts := map[string]int{}
+	for _, l := range r.history("torment", "--type", "boot,golden") {
+		counts[l.kind()]++
+	}
+	if counts["boot.validated"] != 1 || counts["golden.pinned"] != 1 {
+		t.Fatalf("after the bus came back: %v, want one boot.validated and one golden.pinned", counts)
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.StateDir, "outbox", "*.json")); len(left) != 0 {
+		t.Fatalf("outbox still holds %v", left)
 	}
 }
