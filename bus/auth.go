@@ -136,7 +136,8 @@ func Permissions(u User, hosts []string) *server.Permissions {
 		"$JS.ACK.>", "$JS.FC.>",
 	}
 	// The worker consumers are the hosts' own.
-	denyWorkers := []string{api + "CONSUMER.DURABLE.CREATE.>"}
+	// The form without a name in the subject could name one in its body.
+	denyWorkers := []string{api + "CONSUMER.DURABLE.CREATE.>", api + "CONSUMER.CREATE." + StreamName}
 	for _, h := range hosts {
 		c := "CONVOY." + WorkerConsumerName(h)
 		denyWorkers = append(denyWorkers, api+"CONSUMER.CREATE."+c+".>", api+"CONSUMER.CREATE."+c,
@@ -165,7 +166,9 @@ func Permissions(u User, hosts []string) *server.Permissions {
 			Subscribe: allow(InboxPrefix(h) + ".>"),
 		}
 	case RoleOperator:
-		pub := append([]string{events.AllRequests, "$KV." + StatusBucket + ".>", "$KV." + UpgradesBucket + ".>"}, readAll...)
+		// The status view, for projections rebuild; not the upgrade index,
+		// which workers trust to recognise a request that already ended.
+		pub := append([]string{events.AllRequests, "$KV." + StatusBucket + ".>"}, readAll...)
 		return &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: pub, Deny: denyWorkers},
 			Subscribe: allow("_INBOX.>", events.AllSubjects),

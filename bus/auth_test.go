@@ -264,6 +264,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 		if _, err := c.WorkerConsumer(short(t), "sorrow", time.Minute); err == nil {
 			t.Errorf("the %s could create or change sorrow's consumer", name)
 		}
+		legacy := `{"stream_name":"CONVOY","config":{"name":"worker-sorrow","durable_name":"worker-sorrow","filter_subject":"convoy.req.sorrow.nothing","ack_policy":"explicit"}}`
+		if _, err := c.NC.Request("$JS.API.CONSUMER.CREATE."+bus.StreamName, []byte(legacy), time.Second); err == nil {
+			t.Errorf("the %s could change sorrow's consumer through the nameless create", name)
+		}
+		if _, err := c.NC.Request("$KV."+bus.UpgradesBucket+".sorrow.01M80AN4WQM0428SFHFF6PEHH6", []byte(`{"terminal":"upgrade.succeeded"}`), time.Second); err == nil {
+			t.Errorf("the %s could forge the upgrade index", name)
+		}
 		if err := c.JS.DeleteConsumer(short(t), bus.StreamName, bus.WorkerConsumerName("sorrow")); err == nil {
 			t.Errorf("the %s could delete sorrow's consumer", name)
 		}

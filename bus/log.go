@@ -191,6 +191,7 @@ func (c *Conn) Replay(ctx context.Context, filters []string, from From, fn func(
 	if err != nil {
 		return fmt.Errorf("replay %v: %w", filters, err)
 	}
+	defer c.dropConsumer(cons)
 	info, err := cons.Info(actx)
 	if err != nil {
 		return fmt.Errorf("replay %v: %w", filters, err)
@@ -268,18 +269,23 @@ func (c *Conn) follow(ctx context.Context, filters []string, from From, fn func(
 	// A server that fails while it creates the consumer (a cluster
 	// electing a new leader) is not an error: wait and create it again.
 	var it jetstream.MessagesContext
+	var cons jetstream.Consumer
 	b := backoff.NewExponentialBackOff()
 	b.MaxInterval, b.MaxElapsedTime = 5*time.Second, 0
 	err := backoff.Retry(func() error {
 		actx, cancel := context.WithTimeout(ctx, APITimeout)
 		defer cancel()
-		cons, err := c.JS.OrderedConsumer(actx, StreamName, orderedConfig(filters, from))
+		var err error
+		cons, err = c.JS.OrderedConsumer(actx, StreamName, orderedConfig(filters, from))
 		if err != nil {
 			return err
 		}
 		it, err = cons.Messages(jetstream.PullMaxMessages(500))
 		return err
 	}, backoff.WithContext(b, ctx))
+	if cons != nil {
+		defer c.dropConsumer(cons)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -307,6 +313,18 @@ func (c *Conn) follow(ctx context.Context, filters []string, from From, fn func(
 			return err
 		}
 	}
+}
+
+// dropConsumer deletes a finished ordered consumer from the server now,
+// rather than leaving it for the inactivity threshold. Best effort.
+func (c *Conn) dropConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil || info.Name == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = c.JS.DeleteConsumer(ctx, StreamName, info.Name)
 }
 
 // WorkerConsumerName is the durable consumer of a host's requests. It is a

@@ -199,9 +199,8 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 			view[sub.Host] = s
 		}
 		Apply(s, st)
-		if id := st.Event.UpgradeID; id != "" && events.ValidateID(id) == nil {
-			return casLoop(ctx, p.upgrades, upgradeKey(sub.Host, id), func(r *UpgradeRecord) bool { return ApplyUpgrade(r, st) })
-		}
+		// The upgrade index is left to the live projector: its writes are
+		// idempotent, and only the server may write it (workers trust it).
 		return nil
 	})
 	if err != nil {

@@ -60,6 +60,22 @@ func (w *Worker) pin(ctx context.Context, id string) error {
 	return w.ended(id)
 }
 
+// bootEmit appends a boot-check fact without waiting long for the bus:
+// the fact is in the outbox first, so if the bus does not acknowledge it
+// in time the check goes on (a failing boot must still fall back) and the
+// worker publishes it later.
+func bootEmit(ctx context.Context, w *Worker, br *BootResult, k events.Kind, f events.Fact) error {
+	ectx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	err := w.emit(ectx, "", k, f)
+	if err != nil && ectx.Err() != nil && ctx.Err() == nil {
+		w.log.Warn("the bus did not acknowledge in time; the fact waits in the outbox", logKind, k)
+		w.conn, br.Queued = nil, true
+		return nil
+	}
+	return err
+}
+
 // BootResult says what a boot check found and did.
 type BootResult struct {
 	Validated bool
@@ -138,7 +154,7 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 		if err := w.saveState(); err != nil {
 			return br, err
 		}
-		if err := w.emit(ctx, "", events.BootValidated, events.Fact{Result: cur, Generation: gen, DurationMS: time.Since(start).Milliseconds()}); err != nil {
+		if err := bootEmit(ctx, w, &br, events.BootValidated, events.Fact{Result: cur, Generation: gen, DurationMS: time.Since(start).Milliseconds()}); err != nil {
 			return br, err
 		}
 		if w.cfg.Golden.Enable && *w.cfg.Golden.AutoPinAfterBoot && d.Golden() != cur {
@@ -147,7 +163,7 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 				return br, fmt.Errorf("pin %s: %w: %s", cur, err, strings.TrimSpace(res.Tail))
 			}
 			br.Pinned = true
-			if err := w.emit(ctx, "", events.GoldenPinned, events.Fact{Result: cur, Generation: gen}); err != nil {
+			if err := bootEmit(ctx, w, &br, events.GoldenPinned, events.Fact{Result: cur, Generation: gen}); err != nil {
 				return br, err
 			}
 		}
@@ -164,7 +180,7 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 	f := cmdFact(*failed)
 	f.Result, f.Generation, f.Failures = cur, gen, br.Failures
 	f.Reason = fmt.Sprintf("service check failed (%d of %d allowed): %s", br.Failures, w.cfg.Golden.MaxBootFailures, f.Reason)
-	if err := w.emit(ctx, "", events.BootFailed, f); err != nil {
+	if err := bootEmit(ctx, w, &br, events.BootFailed, f); err != nil {
 		return br, err
 	}
 	if !w.cfg.Golden.Enable || br.Failures < w.cfg.Golden.MaxBootFailures {
@@ -183,7 +199,7 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 	if err := w.saveState(); err != nil {
 		return br, err
 	}
-	if err := w.emit(ctx, "", events.GoldenRestored, events.Fact{Result: golden, Generation: ggen, PreviousResult: cur,
+	if err := bootEmit(ctx, w, &br, events.GoldenRestored, events.Fact{Result: golden, Generation: ggen, PreviousResult: cur,
 		Reason: fmt.Sprintf("%d failed boot checks of %s", br.Failures, cur)}); err != nil {
 		return br, err
 	}

@@ -66,6 +66,11 @@ func (w *Worker) upgrade(ctx context.Context, id string, req events.UpgradeReque
 	defer lf.Close()
 	j := w.newJob(id, logPath, lf)
 	j.req = req
+	if inf := w.state.InFlight; inf != nil && inf.UpgradeID == id {
+		// Redelivered after this worker failed to finish it: put the host
+		// back and end it, rather than start again from a moved checkout.
+		return w.recover(ctx)
+	}
 	log := w.log.With(logUpgrade, id)
 	log.Info("upgrade started", "rev", req.Rev)
 	// Recorded before upgrade.started, so a kill in between still leaves
@@ -408,6 +413,8 @@ func (j *job) rollback(ctx context.Context, stage string, system bool) (events.F
 	if j.oldCommit != "" {
 		if err := j.repo.reset(ctx, j.oldCommit); err != nil {
 			errs = append(errs, err.Error())
+			// Say where the checkout is, not where it should be.
+			f.Commit, _ = j.repo.head(ctx)
 		}
 	}
 	if j.secrets != nil && j.oldSecrets != "" {
@@ -454,7 +461,8 @@ func (w *Worker) recover(ctx context.Context) error {
 	if inf == nil {
 		// No local record, but the bus says an upgrade never ended (the
 		// state dir was lost): end it without touching the host.
-		if err == nil && last.Event.UpgradeID != "" && !last.Event.Kind().IsTerminal() {
+		k := last.Event.Kind()
+		if err == nil && last.Event.UpgradeID != "" && !k.IsTerminal() && k != events.GoldenPinned && !w.state.done(last.Event.UpgradeID) {
 			return w.finish(ctx, last.Event.UpgradeID, events.UpgradeAborted, events.Fact{Reason: "worker restarted without a record of this upgrade; host left as found"})
 		}
 		return nil

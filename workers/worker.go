@@ -419,7 +419,10 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) error {
 			_ = m.Nak()
 			return nil
 		}
-		w.log.Error("request not finished; it will be redelivered", logSeq, md.Sequence.Stream, logErr, err)
+		w.log.Error("request not finished; the host is put back and the request redelivered", logSeq, md.Sequence.Stream, logErr, err)
+		if rerr := w.recover(ctx); rerr != nil {
+			w.log.Error("recovery failed; it is tried again at the next request or start", logErr, rerr)
+		}
 		return m.NakWithDelay(5 * time.Second)
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
