@@ -19,7 +19,9 @@ type goldenDriver interface {
 	Golden() string
 	Pin(ctx context.Context, run Exec, path string) (CmdResult, error)
 	RestoreGolden(ctx context.Context, run Exec) (string, int, CmdResult, error)
+	Booted(ctx context.Context, run Exec) (string, error)
 	generation() int
+	generationOf(path string) int
 }
 
 // pin handles pin.requested: it pins the running generation as golden,
@@ -132,12 +134,14 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 	ownLikeParent(lf.Name())
 	defer lf.Close()
 	run := newExec(time.Minute, w.env(""), lf)
-	cur, err := d.Current(ctx, run)
+	// Validate, pin or count what this boot runs, not what the profile
+	// would boot next.
+	cur, err := d.Booted(ctx, run)
 	if err != nil {
 		return br, err
 	}
 	br.Result = cur
-	gen := d.generation()
+	gen := d.generationOf(cur)
 	start := time.Now()
 	var failed *CmdResult
 	for _, svc := range w.cfg.Golden.ValidateServices {

@@ -31,7 +31,7 @@ func (w *Worker) owner() string {
 // live worker holds it. A lease left by this machine's previous run (same
 // state dir, whose lock this process now holds) is taken over. It returns
 // a func that stops renewing and releases the lease.
-func (w *Worker) lease(ctx context.Context) (func(), error) {
+func (w *Worker) lease(ctx context.Context, lost func(error)) (func(), error) {
 	me := lease{Owner: w.owner(), PID: os.Getpid(), Started: time.Now().UTC()}
 	val, _ := json.Marshal(me)
 	key := w.cfg.Host
@@ -62,7 +62,25 @@ func (w *Worker) lease(ctx context.Context) (func(), error) {
 		case err == nil:
 			rev = nrev
 		case errors.Is(err, jetstream.ErrKeyExists) || bus.IsWrongLastSequence(err):
-			w.log.Error("lost the host's lease to another worker", logErr, err)
+			// The key changed under us: expired while the bus was away
+			// (take it again), or another worker holds it (stop).
+			ent, gerr := w.leases.Get(ctx, key)
+			if errors.Is(gerr, jetstream.ErrKeyNotFound) {
+				if nrev, cerr := w.leases.Create(ctx, key, val); cerr == nil {
+					rev = nrev
+					w.log.Warn("the host's lease had expired; taken again")
+					return
+				}
+			}
+			if gerr == nil {
+				var other lease
+				_ = json.Unmarshal(ent.Value(), &other)
+				if other.Owner != me.Owner || other.PID != me.PID {
+					lost(fmt.Errorf("%w: %s (pid %d) took the lease of %s", ErrSecondWorker, other.Owner, other.PID, w.cfg.Host))
+					return
+				}
+				rev = ent.Revision()
+			}
 		case ctx.Err() == nil:
 			w.log.Warn("lease renewal failed", logErr, err)
 		}

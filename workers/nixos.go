@@ -161,6 +161,19 @@ func (d *nixosDriver) Current(context.Context, Exec) (string, error) {
 	return p, nil
 }
 
+// bootedSystem is where NixOS links the system the machine booted.
+const bootedSystem = "/run/booted-system"
+
+// Booted returns the system this boot runs: /run/booted-system on NixOS,
+// which differs from the profile after a boot from an older menu entry or
+// before a boot-only activation takes effect; the profile elsewhere.
+func (d *nixosDriver) Booted(ctx context.Context, run Exec) (string, error) {
+	if p, err := filepath.EvalSymlinks(bootedSystem); err == nil {
+		return p, nil
+	}
+	return d.Current(ctx, run)
+}
+
 // generation returns the profile's current generation number (0 if none).
 func (d *nixosDriver) generation() int {
 	link, err := os.Readlink(d.profile)

@@ -139,7 +139,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.waitProvisioned(ctx); err != nil {
 		return err
 	}
-	release, err := w.lease(ctx)
+	// Losing the lease to another worker stops this one.
+	outer := ctx
+	ctx, stopAll := context.WithCancelCause(ctx)
+	defer stopAll(nil)
+	release, err := w.lease(ctx, stopAll)
 	if err != nil {
 		return err
 	}
@@ -162,13 +166,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	err = w.serve(ctx)
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	if cause := context.Cause(ctx); errors.Is(cause, ErrSecondWorker) {
+		err = cause
+	}
 	if errors.Is(err, ErrSecondWorker) {
 		return err
 	}
 	if serr := w.emit(stopCtx, "", events.WorkerStopped, events.Fact{Version: w.version}); serr != nil {
 		w.log.Warn("worker.stopped not published; it waits in the outbox", logErr, serr)
 	}
-	if ctx.Err() != nil {
+	if outer.Err() != nil {
 		return nil
 	}
 	return err
