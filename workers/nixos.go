@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Builders of the nixos driver.
@@ -39,6 +41,10 @@ type nixosDriver struct {
 	gcroots  string
 	elev     []string
 	stateDir string
+	// transient runs switch-to-configuration in a transient systemd unit
+	// (as nixos-rebuild does), so that an activation which restarts
+	// convoy-worker.service does not kill itself with the worker's cgroup.
+	transient bool
 }
 
 func newNixOSDriver(c *Config) *nixosDriver {
@@ -47,8 +53,23 @@ func newNixOSDriver(c *Config) *nixosDriver {
 	if attr == "" {
 		attr = "nixosConfigurations." + c.Host
 	}
+	_, err := os.Stat("/run/systemd/system")
+	_, lerr := exec.LookPath("systemd-run")
 	return &nixosDriver{builder: c.System.Builder, host: c.Host, flakeRef: ref, attr: attr,
-		profile: c.System.Profile, gcroots: c.System.GCRoots, elev: c.System.Elevation, stateDir: c.StateDir}
+		profile: c.System.Profile, gcroots: c.System.GCRoots, elev: c.System.Elevation, stateDir: c.StateDir,
+		transient: err == nil && lerr == nil}
+}
+
+// activation returns the argv that runs path's switch-to-configuration
+// with action, through the elevation program, in a transient unit when
+// systemd runs the host.
+func (d *nixosDriver) activation(path, action string) []string {
+	argv := []string{path + "/bin/switch-to-configuration", action}
+	if d.transient {
+		unit := "convoy-activate-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		argv = append([]string{"systemd-run", "--wait", "--collect", "--pipe", "--quiet", "--service-type=exec", "--unit=" + unit, "--"}, argv...)
+	}
+	return d.elevated(argv...)
 }
 
 // configName is the <name> of nixosConfigurations.<name>.
@@ -93,7 +114,7 @@ func (d *nixosDriver) switchArgvs(result string) [][]string {
 	}
 	return [][]string{
 		d.elevated("nix-env", "-p", d.profile, "--set", result),
-		d.elevated(result+"/bin/switch-to-configuration", "switch"),
+		d.activation(result, "switch"),
 	}
 }
 
@@ -139,7 +160,7 @@ func (d *nixosDriver) activate(ctx context.Context, run Exec, path, action strin
 	if res.Err != nil {
 		return d.generation(), res, res.Err
 	}
-	res = run(ctx, "/", d.elevated(path+"/bin/switch-to-configuration", action))
+	res = run(ctx, "/", d.activation(path, action))
 	return d.generation(), res, res.Err
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -24,7 +25,9 @@ builder = "` + builder + `"
 	if elev != nil {
 		c.System.Elevation = elev
 	}
-	return newNixOSDriver(c)
+	d := newNixOSDriver(c)
+	d.transient = false // as on a machine without systemd; see TestNixOSActivationInATransientUnit
+	return d
 }
 
 // nh and nixos-rebuild cannot run here; these pin the exact argv they get.
@@ -124,5 +127,19 @@ func TestNixOSRollbackArgv(t *testing.T) {
 	}
 	if g := d.generation(); g != 4 {
 		t.Fatalf("generation %d, want 4", g)
+	}
+}
+
+// Under systemd the activation runs in a transient unit of its own, as
+// nixos-rebuild does, so that restarting convoy-worker.service cannot kill
+// it halfway.
+func TestNixOSActivationInATransientUnit(t *testing.T) {
+	d := nixosTestDriver(t, "nix", []string{"sudo"})
+	d.transient = true
+	got := d.switchArgvs("/nix/store/abc")[1]
+	want := []string{"sudo", "systemd-run", "--wait", "--collect", "--pipe", "--quiet", "--service-type=exec"}
+	if !reflect.DeepEqual(got[:len(want)], want) || !strings.HasPrefix(got[len(want)], "--unit=convoy-activate-") ||
+		!reflect.DeepEqual(got[len(want)+1:], []string{"--", "/nix/store/abc/bin/switch-to-configuration", "switch"}) {
+		t.Fatalf("activation argv %q", got)
 	}
 }
