@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/workers"
 )
 
 // flags returns a flag set for a command that reports errors instead of
@@ -148,4 +149,41 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// hostFlags are the flags of the commands that act as one host: worker and
+// boot-check.
+type hostFlags struct {
+	config    *string
+	allowRoot *bool
+	logLevel  *string
+}
+
+func addHostFlags(fs *flag.FlagSet, allowRootUsage string) hostFlags {
+	return hostFlags{
+		config:    fs.String("config", "", "the worker's TOML config (required; see docs/config.md)"),
+		allowRoot: fs.Bool("allow-root", false, allowRootUsage),
+		logLevel:  fs.String("log-level", "info", "debug, info, warn or error"),
+	}
+}
+
+// load reads and checks the host's config and takes its bus settings
+// (which command-line flags override), and returns it with a logger.
+func (e *env) loadHost(h hostFlags) (*workers.Config, *slog.Logger, error) {
+	if *h.config == "" {
+		return nil, nil, usageErr(errors.New("--config FILE is required (see docs/config.md)"))
+	}
+	log, err := e.logger(*h.logLevel)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := workers.LoadConfig(*h.config)
+	if err != nil {
+		return nil, nil, usageErr(err)
+	}
+	if err := workers.Check(cfg); err != nil {
+		return nil, nil, usageErr(fmt.Errorf("config %s: %w", *h.config, err))
+	}
+	e.busFromConfig(cfg.NATS, cfg.NKey, cfg.TLSCA)
+	return cfg, log, nil
 }

@@ -92,29 +92,19 @@ type bootCheckCmd struct{ env *env }
 
 func (c *bootCheckCmd) Run(ctx context.Context, args []string) error {
 	fs := c.env.flags("boot-check", "boot-check --config FILE [--allow-root]")
-	cfgPath := fs.String("config", "", "the worker's TOML config (required)")
-	allowRoot := fs.Bool("allow-root", false, "run as root although system.elevation is set")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	hf := addHostFlags(fs, "run as root although system.elevation is set")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	if *cfgPath == "" {
-		return usageErr(errors.New("--config FILE is required"))
-	}
-	log, err := c.env.logger(*logLevel)
+	cfg, log, err := c.env.loadHost(hf)
 	if err != nil {
 		return err
 	}
-	cfg, err := workers.LoadConfig(*cfgPath)
-	if err != nil {
-		return usageErr(err)
-	}
 	// With an elevation program it elevates the few commands that need it,
 	// like the worker; only without one must it run as root.
-	if os.Geteuid() == 0 && len(cfg.System.Elevation) > 0 && !*allowRoot {
+	if os.Geteuid() == 0 && len(cfg.System.Elevation) > 0 && !*hf.allowRoot {
 		return usageErr(fmt.Errorf("refusing to run as root: system.elevation is %q, so run boot-check as the worker's user (it elevates the profile switch and the pin); --allow-root overrides this", cfg.System.Elevation))
 	}
-	c.env.busFromConfig(cfg.NATS, cfg.NKey, cfg.TLSCA)
 	// At boot the bus may not be up yet: try briefly, then go on offline
 	// and leave the events in the outbox for the worker.
 	conn, err := c.env.connectAs(ctx, "boot-check", 10*time.Second, bus.InboxPrefix(cfg.Host))

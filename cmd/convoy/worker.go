@@ -14,30 +14,17 @@ type workerCmd struct{ env *env }
 
 func (c *workerCmd) Run(ctx context.Context, args []string) error {
 	fs := c.env.flags("worker", "worker --config FILE [--allow-root]")
-	cfgPath := fs.String("config", "", "the worker's TOML config (required)")
-	allowRoot := fs.Bool("allow-root", false, "run as root (containers and tests only)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	hf := addHostFlags(fs, "run as root (containers and tests only)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	if *cfgPath == "" {
-		return usageErr(errors.New("--config FILE is required (see docs/config.md)"))
-	}
-	if os.Geteuid() == 0 && !*allowRoot {
-		return usageErr(errors.New("refusing to run as root, as nh os does: run the worker as a normal user and let system.elevation (sudo) grant the switch alone; --allow-root overrides this in containers and tests"))
-	}
-	log, err := c.env.logger(*logLevel)
+	cfg, log, err := c.env.loadHost(hf)
 	if err != nil {
 		return err
 	}
-	cfg, err := workers.LoadConfig(*cfgPath)
-	if err != nil {
-		return usageErr(err)
+	if os.Geteuid() == 0 && !*hf.allowRoot {
+		return usageErr(errors.New("refusing to run as root, as nh os does: run the worker as a normal user and let system.elevation (sudo) grant the switch alone; --allow-root overrides this in containers and tests"))
 	}
-	if err := workers.Check(cfg); err != nil {
-		return usageErr(fmt.Errorf("config %s: %w", *cfgPath, err))
-	}
-	c.env.busFromConfig(cfg.NATS, cfg.NKey, cfg.TLSCA)
 	conn, err := c.env.connectAs(ctx, "worker "+cfg.Host, -1, bus.InboxPrefix(cfg.Host))
 	if err != nil {
 		if ctx.Err() != nil {
