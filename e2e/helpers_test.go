@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/workers/sandbox"
 )
 
@@ -603,13 +604,7 @@ func (l histLine) fact(t testing.TB) fact {
 	return f
 }
 
-func isTerminal(kind string) bool {
-	switch kind {
-	case "upgrade.succeeded", "upgrade.failed", "upgrade.skipped", "upgrade.rejected", "upgrade.aborted":
-		return true
-	}
-	return false
-}
+func isTerminal(kind string) bool { return events.Kind(kind).IsTerminal() }
 
 // history runs `convoy history ARGS --json` and parses its lines.
 func (r *rig) history(args ...string) []histLine {
