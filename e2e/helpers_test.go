@@ -539,26 +539,8 @@ func (r *rig) git(dir string, args ...string) string {
 }
 
 // fact is the data of a host fact, as `history --json` prints it.
-type fact struct {
-	Rev              string   `json:"rev"`
-	Commit           string   `json:"commit"`
-	OldCommit        string   `json:"old_commit"`
-	NewCommit        string   `json:"new_commit"`
-	SecretsOldCommit string   `json:"secrets_old_commit"`
-	SecretsNewCommit string   `json:"secrets_new_commit"`
-	Result           string   `json:"result"`
-	PreviousResult   string   `json:"previous_result"`
-	Command          []string `json:"command"`
-	ExitCode         *int     `json:"exit_code"`
-	Output           string   `json:"output"`
-	Log              string   `json:"log"`
-	Reason           string   `json:"reason"`
-	Action           string   `json:"action"`
-	Stage            string   `json:"stage"`
-	Version          string   `json:"version"`
-	Generation       int      `json:"generation"`
-	Failures         int      `json:"failures"`
-}
+// fact is the data of a host fact, as events defines it.
+type fact = events.Fact
 
 // histLine is one line of `convoy history --json`.
 type histLine struct {

@@ -37,15 +37,6 @@ func generations(t *testing.T, h *sandbox.Host) []string {
 	return gens
 }
 
-func profilePath(t *testing.T, h *sandbox.Host) string {
-	t.Helper()
-	p, err := filepath.EvalSymlinks(h.Profile())
-	if err != nil {
-		t.Fatalf("profile of %s: %v", h.Name, err)
-	}
-	return p
-}
-
 // bootCheck runs `convoy boot-check` for host as the boot-time oneshot.
 func (r *rig) bootCheck(host string) result {
 	r.t.Helper()
@@ -85,8 +76,8 @@ func TestNixUpgradesAddGenerations(t *testing.T) {
 				t.Fatalf("%s HEAD %s, want %s", host, head, c)
 			}
 			sw := find(t, r.facts(host, sum.Upgrade), "switch.succeeded")
-			if sw.Generation != i+1 || sw.Result != profilePath(t, h) || !strings.HasSuffix(sw.Result, "-nixos-system-"+host) {
-				t.Fatalf("%s switch.succeeded: generation %d result %s; profile at %s", host, sw.Generation, sw.Result, profilePath(t, h))
+			if sw.Generation != i+1 || sw.Result != h.RunningSystem(t) || !strings.HasSuffix(sw.Result, "-nixos-system-"+host) {
+				t.Fatalf("%s switch.succeeded: generation %d result %s; profile at %s", host, sw.Generation, sw.Result, h.RunningSystem(t))
 			}
 			if acts := h.Activations(); len(acts) != i+1 || acts[i] != "switch "+sw.Result {
 				t.Fatalf("%s activations %q", host, acts)
@@ -94,7 +85,7 @@ func TestNixUpgradesAddGenerations(t *testing.T) {
 		}
 	}
 	st := r.waitStatus("sorrow", "generation 2", func(s hostStatus) bool { return s.Generation == 2 })
-	if st.Result != profilePath(t, r.fleet.Hosts["sorrow"]) {
+	if st.Result != r.fleet.Hosts["sorrow"].RunningSystem(t) {
 		t.Fatalf("status result %s", st.Result)
 	}
 }
@@ -137,7 +128,7 @@ func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
 	h := r.fleet.Hosts["sorrow"]
 	r.commit(nixV1, "v1")
 	r.upgrade(exitOK, "sorrow", "--wait", "--timeout", "90s")
-	good := profilePath(t, h)
+	good := h.RunningSystem(t)
 	r.commit("{ services.openssh.enable = true; broken-at-runtime = true; }\n", "sshd will not come up")
 	sum := r.upgrade(exitFailed, "sorrow", "--wait", "--timeout", "90s")
 	facts := r.facts("sorrow", sum.Upgrade)
@@ -145,7 +136,7 @@ func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
 	if rb := find(t, facts, "rollback.succeeded"); rb.Generation != 1 || rb.Result != good {
 		t.Fatalf("rollback.succeeded: generation %d result %s, want 1 %s", rb.Generation, rb.Result, good)
 	}
-	if cur := profilePath(t, h); cur != good {
+	if cur := h.RunningSystem(t); cur != good {
 		t.Fatalf("profile at %s, want %s", cur, good)
 	}
 	if acts := h.Activations(); acts[len(acts)-1] != "switch "+good {
@@ -165,7 +156,7 @@ func TestNixGoldenPinAndBootFallback(t *testing.T) {
 	r.startWorker("sorrow")
 	r.commit(nixV1, "v1")
 	r.upgrade(exitOK, "sorrow", "--wait", "--timeout", "90s")
-	golden := profilePath(t, h)
+	golden := h.RunningSystem(t)
 
 	// Test 5: reboot; the boot check validates and pins.
 	r.stopWorker("sorrow")
@@ -189,7 +180,7 @@ func TestNixGoldenPinAndBootFallback(t *testing.T) {
 	r.startWorker("sorrow")
 	r.commit(nixV2, "v2")
 	r.upgrade(exitOK, "sorrow", "--wait", "--timeout", "90s")
-	bad := profilePath(t, h)
+	bad := h.RunningSystem(t)
 	// A pin request for a generation that never passed a boot check is refused.
 	pin := r.convoy("golden", "pin", "sorrow", "--timeout", "30s")
 	wantExit(t, pin, exitFailed)
@@ -202,7 +193,7 @@ func TestNixGoldenPinAndBootFallback(t *testing.T) {
 	}
 	res = r.bootCheck("sorrow")
 	wantExit(t, res, exitFailed)
-	if cur := profilePath(t, h); cur != bad {
+	if cur := h.RunningSystem(t); cur != bad {
 		t.Fatalf("one failed boot already moved the profile to %s", cur)
 	}
 	// The old generation's link goes, as nix-collect-garbage -d does on
@@ -221,7 +212,7 @@ func TestNixGoldenPinAndBootFallback(t *testing.T) {
 	if !strings.Contains(res.stdout, "golden "+golden+" is now current") {
 		t.Fatalf("second failed boot: %s", res)
 	}
-	if cur := profilePath(t, h); cur != golden {
+	if cur := h.RunningSystem(t); cur != golden {
 		t.Fatalf("profile at %s, want golden %s", cur, golden)
 	}
 	if acts := h.Activations(); acts[len(acts)-1] != "boot "+golden {
@@ -261,7 +252,7 @@ func TestNixBootCheckWithTheBusDown(t *testing.T) {
 	r.startWorker("torment")
 	r.commit(nixV1, "v1")
 	r.upgrade(exitOK, "torment", "--wait", "--timeout", "90s")
-	running := profilePath(t, h)
+	running := h.RunningSystem(t)
 	r.stopWorker("torment")
 	r.stopServer(syscall.SIGTERM)
 

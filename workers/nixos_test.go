@@ -23,15 +23,6 @@ func generations(t *testing.T, h *sandbox.Host) []string {
 	return gens
 }
 
-func current(t *testing.T, h *sandbox.Host) string {
-	t.Helper()
-	p, err := filepath.EvalSymlinks(h.Profile())
-	if err != nil {
-		t.Fatalf("profile: %v", err)
-	}
-	return p
-}
-
 func TestNixUpgradeAddsAGenerationPerUpgrade(t *testing.T) {
 	sandbox.NeedNix(t)
 	t.Parallel()
@@ -51,8 +42,8 @@ func TestNixUpgradeAddsAGenerationPerUpgrade(t *testing.T) {
 	}
 	sw := bustest.Expect(t, r.conn, "sorrow", events.SwitchSucceeded)
 	f, _ := sw.Event.Fact()
-	if f.Generation != 2 || f.Result != current(t, h) || !strings.Contains(f.Result, "-nixos-system-sorrow") {
-		t.Fatalf("switch.succeeded: generation %d result %s; profile at %s", f.Generation, f.Result, current(t, h))
+	if f.Generation != 2 || f.Result != h.RunningSystem(t) || !strings.Contains(f.Result, "-nixos-system-sorrow") {
+		t.Fatalf("switch.succeeded: generation %d result %s; profile at %s", f.Generation, f.Result, h.RunningSystem(t))
 	}
 	if acts := h.Activations(); len(acts) != 2 || acts[1] != "switch "+f.Result {
 		t.Fatalf("activations %q", acts)
@@ -101,7 +92,7 @@ func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
 	if got := r.upgrade(t, "sorrow", ""); got[len(got)-1] != events.UpgradeSucceeded {
 		t.Fatalf("first upgrade: %v", got)
 	}
-	good := current(t, h)
+	good := h.RunningSystem(t)
 	if _, err := r.fleet.Commit("{ services.broken-service.enable = true; }\n", "break health"); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +100,7 @@ func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
 	if !slices.Equal(got, []events.Kind{events.UpgradeStarted, events.PullSucceeded, events.BuildSucceeded, events.SwitchSucceeded, events.HealthFailed, events.RollbackSucceeded, events.UpgradeFailed}) {
 		t.Fatalf("facts %v", got)
 	}
-	if cur := current(t, h); cur != good {
+	if cur := h.RunningSystem(t); cur != good {
 		t.Fatalf("profile at %s after rollback, want %s", cur, good)
 	}
 	rb := bustest.Expect(t, r.conn, "sorrow", events.RollbackSucceeded)
@@ -139,7 +130,7 @@ func TestBootCheckPinsGoldenAndFallsBackAfterRepeatedFailures(t *testing.T) {
 	if got := r.upgrade(t, "sorrow", ""); got[len(got)-1] != events.UpgradeSucceeded {
 		t.Fatalf("first upgrade: %v", got)
 	}
-	golden := current(t, h)
+	golden := h.RunningSystem(t)
 	r.stopAll(t)
 
 	// A validated boot pins the running generation.
@@ -159,7 +150,7 @@ func TestBootCheckPinsGoldenAndFallsBackAfterRepeatedFailures(t *testing.T) {
 	if got := r.upgrade(t, "sorrow", ""); got[len(got)-1] != events.UpgradeSucceeded {
 		t.Fatalf("second upgrade: %v", got)
 	}
-	bad := current(t, h)
+	bad := h.RunningSystem(t)
 	r.stopAll(t)
 	if err := h.FailService("sshd.service"); err != nil {
 		t.Fatal(err)
@@ -194,7 +185,7 @@ func TestBootCheckPinsGoldenAndFallsBackAfterRepeatedFailures(t *testing.T) {
 	if err == nil || br.Failures != 2 || br.Restored != golden {
 		t.Fatalf("second failed boot: %+v %v", br, err)
 	}
-	if cur := current(t, h); cur != golden {
+	if cur := h.RunningSystem(t); cur != golden {
 		t.Fatalf("profile at %s, want golden %s (bad was %s)", cur, golden, bad)
 	}
 	acts := h.Activations()

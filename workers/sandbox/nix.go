@@ -96,6 +96,17 @@ func (h *Host) Generations() ([]string, error) {
 	return strings.Split(out, "\n"), nil
 }
 
+// RunningSystem returns the store path the host's system profile points
+// at, failing t when there is none.
+func (h *Host) RunningSystem(t testing.TB) string {
+	t.Helper()
+	p, err := filepath.EvalSymlinks(h.Profile())
+	if err != nil {
+		t.Fatalf("profile of %s: %v", h.Name, err)
+	}
+	return p
+}
+
 // NixEnv is the environment that points Nix at the host's private store
 // and state, as each real host has its own: hosts (and tests) never share,
 // lock or collect each other's store paths, and need no /nix.
