@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convoy-fleet/convoy/bus/bustest"
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/workers/sandbox"
 )
@@ -294,15 +295,7 @@ func noStackTrace(t testing.TB, res result) {
 }
 
 // freePort returns a loopback port nobody listens on right now.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t testing.TB) int { return bustest.FreePort(t) }
 
 // rig is one test's world: a server process with its data dir and port,
 // a sandbox fleet whose worker configs point at it, and worker processes.

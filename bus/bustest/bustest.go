@@ -92,7 +92,7 @@ func StartCluster(t testing.TB, n int) ([]*bus.Server, *bus.Conn) {
 	t.Helper()
 	ports := make([]int, n)
 	for i := range ports {
-		ports[i] = freePort(t)
+		ports[i] = FreePort(t)
 	}
 	routes := make([]string, n)
 	for i, p := range ports {
@@ -137,7 +137,8 @@ func StartCluster(t testing.TB, n int) ([]*bus.Server, *bus.Conn) {
 	return servers, c
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a loopback port nobody listens on right now.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
