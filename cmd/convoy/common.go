@@ -144,13 +144,6 @@ func (c *versionCmd) Run(_ context.Context, _ []string) error {
 	return nil
 }
 
-// flagSet reports whether the flag was given on the command line.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
-}
-
 // hostFlags are the flags of the commands that act as one host: worker and
 // boot-check.
 type hostFlags struct {
