@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,11 +18,13 @@ import (
 // to all three loses the stream leader (kill -9) mid-upgrade, and the
 // upgrade completes with every fact stored exactly once.
 func TestClusterOfServersSurvivesLeaderKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster")
+	// Three clustered servers need the machine to themselves: beside the
+	// rest of the suite on two cores, elections and replicated writes slow
+	// to the API timeouts. .ci/run runs it alone, after the suite; the
+	// in-process cluster test (workers) runs with everything else.
+	if os.Getenv("CONVOY_E2E_CLUSTER") != "1" {
+		t.Skip("set CONVOY_E2E_CLUSTER=1 to run the three-process cluster test (alone: go test -run Cluster ./e2e/)")
 	}
-	// Not parallel: leader elections on two starved cores take long
-	// enough to turn this test into a test of the CPU scheduler.
 	r := baseRig(t)
 	const n = 3
 	clients, routes := make([]int, n), make([]string, n)
