@@ -157,7 +157,7 @@ func Permissions(u User, hosts []string) *server.Permissions {
 				"$KV."+LeasesBucket+"."+h,
 				api+"DIRECT.GET."+StreamName+"."+events.HostFacts(h),
 				api+"DIRECT.GET."+StreamName+"."+events.HostRequests(h),
-				api+"DIRECT.GET.KV_"+UpgradesBucket+".$KV."+UpgradesBucket+"."+h+".*",
+				api+"DIRECT.GET.KV_"+UpgradesBucket+".$KV."+UpgradesBucket+"."+UpgradeKey(h, "*"),
 				api+"CONSUMER.CREATE."+consumer+"."+events.HostRequests(h),
 				api+"CONSUMER.INFO."+consumer,
 				api+"CONSUMER.MSG.NEXT."+consumer,

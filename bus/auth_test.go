@@ -136,26 +136,20 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if err := appendFact(ctx, sorrow, "sorrow", events.WorkerStarted); err != nil {
 		t.Fatalf("sorrow appending its own fact: %v", err)
 	}
-	cons, err := sorrow.WorkerConsumer(ctx, "sorrow", 30*time.Second)
+	reqs, err := sorrow.Requests(ctx, "sorrow", 30*time.Second)
 	if err != nil {
 		t.Fatalf("sorrow creating its consumer: %v", err)
 	}
-	msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(3*time.Second))
+	d, err := reqs.Next()
+	reqs.Close()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("sorrow reading its request: %v", err)
 	}
-	got := 0
-	for m := range msgs.Messages() {
-		if !strings.HasPrefix(m.Subject(), "convoy.req.sorrow.") {
-			t.Fatalf("sorrow received %s", m.Subject())
-		}
-		if err := m.DoubleAck(ctx); err != nil {
-			t.Fatalf("sorrow acking its request: %v", err)
-		}
-		got++
+	if !strings.HasPrefix(d.Subject, "convoy.req.sorrow.") {
+		t.Fatalf("sorrow received %s", d.Subject)
 	}
-	if got != 1 {
-		t.Fatalf("sorrow fetched %d of its requests, want 1", got)
+	if err := d.Ack(ctx); err != nil {
+		t.Fatalf("sorrow acking its request: %v", err)
 	}
 	if _, err := sorrow.Last(ctx, events.HostRequests("sorrow")); err != nil {
 		t.Fatalf("sorrow reading its own requests: %v", err)
@@ -179,37 +173,40 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"read torment's facts", func(ctx context.Context) error { _, err := sorrow.Last(ctx, events.HostFacts("torment")); return err }},
 		{"read a message by sequence", func(ctx context.Context) error { _, err := sorrow.Get(ctx, 1); return err }},
 		{"create torment's consumer", func(ctx context.Context) error {
-			_, err := sorrow.WorkerConsumer(ctx, "torment", time.Minute)
+			r, err := sorrow.Requests(ctx, "torment", time.Minute)
+			if err == nil {
+				r.Close()
+			}
 			return err
 		}},
 		{"pull from torment's consumer", func(ctx context.Context) error {
-			_, err := sorrow.NC.Request("$JS.API.CONSUMER.MSG.NEXT.CONVOY."+bus.WorkerConsumerName("torment"), []byte(`{"batch":1,"no_wait":true}`), time.Second)
+			_, err := sorrow.NATS().Request("$JS.API.CONSUMER.MSG.NEXT.CONVOY."+bus.WorkerConsumerName("torment"), []byte(`{"batch":1,"no_wait":true}`), time.Second)
 			return err
 		}},
 		{"replay the stream", func(ctx context.Context) error {
 			return sorrow.Replay(ctx, []string{events.AllSubjects}, bus.From{}, func(bus.Stored) error { return nil })
 		}},
-		{"delete the stream", func(ctx context.Context) error { return sorrow.JS.DeleteStream(ctx, bus.StreamName) }},
+		{"delete the stream", func(ctx context.Context) error { return sorrow.JetStream().DeleteStream(ctx, bus.StreamName) }},
 		{"purge the stream", func(ctx context.Context) error {
-			_, err := sorrow.NC.Request("$JS.API.STREAM.PURGE."+bus.StreamName, nil, time.Second)
+			_, err := sorrow.NATS().Request("$JS.API.STREAM.PURGE."+bus.StreamName, nil, time.Second)
 			return err
 		}},
 		{"update the stream", func(ctx context.Context) error {
 			cfg := bus.StreamConfig(1)
 			cfg.DenyPurge = false
-			_, err := sorrow.JS.UpdateStream(ctx, cfg)
+			_, err := sorrow.JetStream().UpdateStream(ctx, cfg)
 			return err
 		}},
 		{"delete a message", func(ctx context.Context) error {
-			_, err := sorrow.NC.Request("$JS.API.STREAM.MSG.DELETE."+bus.StreamName, []byte(`{"seq":1}`), time.Second)
+			_, err := sorrow.NATS().Request("$JS.API.STREAM.MSG.DELETE."+bus.StreamName, []byte(`{"seq":1}`), time.Second)
 			return err
 		}},
 		{"write another host's status", func(ctx context.Context) error {
-			_, err := sorrow.NC.Request("$KV."+bus.StatusBucket+".host.torment", []byte(`{}`), time.Second)
+			_, err := sorrow.NATS().Request("$KV."+bus.StatusBucket+".host.torment", []byte(`{}`), time.Second)
 			return err
 		}},
 		{"take torment's lease", func(ctx context.Context) error {
-			_, err := sorrow.NC.Request("$KV."+bus.LeasesBucket+".torment", []byte(`{}`), time.Second)
+			_, err := sorrow.NATS().Request("$KV."+bus.LeasesBucket+".torment", []byte(`{}`), time.Second)
 			return err
 		}},
 	}
@@ -230,9 +227,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		return strings.Count(strings.Join(sorrowViolations(), "\n"), "Permissions Violation for Publish") >= len(denied)
 	})
 	// Subscribing outside its inbox is refused by the server.
-	sub, err := sorrow.NC.SubscribeSync("_INBOX.>")
+	sub, err := sorrow.NATS().SubscribeSync("_INBOX.>")
 	if err == nil {
-		_ = sorrow.NC.Flush()
+		_ = sorrow.NATS().Flush()
 		time.Sleep(200 * time.Millisecond)
 		sub.Unsubscribe()
 	}
@@ -250,7 +247,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if err := appendFact(short(t), op, "sorrow", events.UpgradeSucceeded); err == nil {
 		t.Error("the operator could publish a host's fact")
 	}
-	if err := op.JS.DeleteStream(short(t), bus.StreamName); err == nil {
+	if err := op.JetStream().DeleteStream(short(t), bus.StreamName); err == nil {
 		t.Error("the operator could delete the stream")
 	}
 	if _, err := op.Last(ctx, events.HostFacts("torment")); err != nil && !errors.Is(err, bus.ErrNotFound) {
@@ -261,25 +258,26 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	// Nobody but the host touches its worker consumer.
 	for name, c := range map[string]*bus.Conn{"operator": op, "auditor": audit} {
-		if _, err := c.WorkerConsumer(short(t), "sorrow", time.Minute); err == nil {
+		if r, err := c.Requests(short(t), "sorrow", time.Minute); err == nil {
+			r.Close()
 			t.Errorf("the %s could create or change sorrow's consumer", name)
 		}
 		legacy := `{"stream_name":"CONVOY","config":{"name":"worker-sorrow","durable_name":"worker-sorrow","filter_subject":"convoy.req.sorrow.nothing","ack_policy":"explicit"}}`
-		if _, err := c.NC.Request("$JS.API.CONSUMER.CREATE."+bus.StreamName, []byte(legacy), time.Second); err == nil {
+		if _, err := c.NATS().Request("$JS.API.CONSUMER.CREATE."+bus.StreamName, []byte(legacy), time.Second); err == nil {
 			t.Errorf("the %s could change sorrow's consumer through the nameless create", name)
 		}
-		if _, err := c.NC.Request("$KV."+bus.UpgradesBucket+".sorrow.01M80AN4WQM0428SFHFF6PEHH6", []byte(`{"terminal":"upgrade.succeeded"}`), time.Second); err == nil {
+		if _, err := c.NATS().Request("$KV."+bus.UpgradesBucket+".sorrow.01M80AN4WQM0428SFHFF6PEHH6", []byte(`{"terminal":"upgrade.succeeded"}`), time.Second); err == nil {
 			t.Errorf("the %s could forge the upgrade index", name)
 		}
-		if err := c.JS.DeleteConsumer(short(t), bus.StreamName, bus.WorkerConsumerName("sorrow")); err == nil {
+		if err := c.JetStream().DeleteConsumer(short(t), bus.StreamName, bus.WorkerConsumerName("sorrow")); err == nil {
 			t.Errorf("the %s could delete sorrow's consumer", name)
 		}
-		if _, err := c.NC.Request("$JS.API.CONSUMER.MSG.NEXT.CONVOY."+bus.WorkerConsumerName("sorrow"), []byte(`{"batch":1,"no_wait":true}`), time.Second); err == nil {
+		if _, err := c.NATS().Request("$JS.API.CONSUMER.MSG.NEXT.CONVOY."+bus.WorkerConsumerName("sorrow"), []byte(`{"batch":1,"no_wait":true}`), time.Second); err == nil {
 			t.Errorf("the %s could pull sorrow's requests", name)
 		}
 	}
 	// Their own durable consumers may ack.
-	own, err := audit.JS.CreateOrUpdateConsumer(ctx, bus.StreamName, jetstream.ConsumerConfig{Durable: "alerts", AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: events.AllHostFacts})
+	own, err := audit.JetStream().CreateOrUpdateConsumer(ctx, bus.StreamName, jetstream.ConsumerConfig{Durable: "alerts", AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: events.AllHostFacts})
 	if err != nil {
 		t.Fatalf("the auditor's own consumer: %v", err)
 	}

@@ -108,7 +108,7 @@ func TestStreamRefusesDeleteAndPurge(t *testing.T) {
 	if _, err := c.Append(ctx, subj, fact(t, "sorrow", events.WorkerStarted), nil); err != nil {
 		t.Fatal(err)
 	}
-	s, err := c.JS.Stream(ctx, bus.StreamName)
+	s, err := c.JetStream().Stream(ctx, bus.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,13 +23,18 @@ const (
 	StreamName = "CONVOY"
 	// StatusBucket is the fleet-status projection, one key per host.
 	StatusBucket = "convoy-status"
-	// UpgradesBucket records where each upgrade's facts start and how it
-	// ended, keyed <host>.<upgrade id>.
+	// UpgradesBucket is the upgrade index (see package upgradeindex),
+	// keyed by UpgradeKey.
 	UpgradesBucket = "convoy-upgrades"
 	// LeasesBucket says which worker serves each host; keys expire
 	// LeaseTTL after their last renewal.
 	LeasesBucket = "convoy-leases"
 )
+
+// UpgradeKey is the key of one host's upgrade in UpgradesBucket; "*" as
+// the id matches every upgrade of the host, and as the host every host's
+// record of the upgrade.
+func UpgradeKey(host, id string) string { return host + "." + id }
 
 // LeaseTTL is how long a host's lease outlives its worker's last renewal.
 const LeaseTTL = 30 * time.Second
@@ -84,8 +89,8 @@ const DefaultURL = "nats://127.0.0.1:4222"
 
 // Conn is a connection to the bus. It is safe for concurrent use.
 type Conn struct {
-	NC       *nats.Conn
-	JS       jetstream.JetStream
+	nc       *nats.Conn
+	js       jetstream.JetStream
 	replicas int
 
 	mu     sync.Mutex
@@ -99,7 +104,7 @@ func (c *Conn) stream(ctx context.Context) (jetstream.Stream, error) {
 	if c.handle != nil {
 		return c.handle, nil
 	}
-	s, err := c.JS.Stream(ctx, StreamName)
+	s, err := c.js.Stream(ctx, StreamName)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", StreamName, err)
 	}
@@ -185,11 +190,11 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 	if r == 0 {
 		r = 1
 	}
-	return &Conn{NC: nc, JS: js, replicas: r}, nil
+	return &Conn{nc: nc, js: js, replicas: r}, nil
 }
 
 // Close drains nothing and closes the connection.
-func (c *Conn) Close() { c.NC.Close() }
+func (c *Conn) Close() { c.nc.Close() }
 
 // StreamConfig returns the CONVOY stream's configuration: file storage,
 // no deletes, no purges, no rollups, no per-message TTLs, kept forever.
@@ -213,43 +218,58 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 // Provision creates or updates the stream and the KV buckets. It is
 // idempotent and safe to call from every process at start.
 func (c *Conn) Provision(ctx context.Context) error {
-	if _, err := c.JS.CreateOrUpdateStream(ctx, StreamConfig(c.replicas)); err != nil {
+	if _, err := c.js.CreateOrUpdateStream(ctx, StreamConfig(c.replicas)); err != nil {
 		return fmt.Errorf("provision stream %s: %w", StreamName, err)
 	}
 	for _, kv := range []jetstream.KeyValueConfig{
 		{Bucket: StatusBucket, Description: "convoy fleet status projection", Storage: jetstream.FileStorage, Replicas: c.replicas},
-		{Bucket: UpgradesBucket, Description: "convoy upgrade index projection", Storage: jetstream.FileStorage, Replicas: c.replicas},
+		{Bucket: UpgradesBucket, Description: "convoy upgrade index: where each upgrade starts and how it ended", Storage: jetstream.FileStorage, Replicas: c.replicas},
 		{Bucket: LeasesBucket, Description: "convoy worker leases, one per host", Storage: jetstream.FileStorage, Replicas: c.replicas, TTL: LeaseTTL},
 	} {
-		if _, err := c.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+		if _, err := c.js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
 			return fmt.Errorf("provision bucket %s: %w", kv.Bucket, err)
 		}
 	}
 	return nil
 }
 
-// KV returns a provisioned bucket.
-//
-// While a cluster elects a leader the lookup times out; it is retried for
-// up to APITimeout before it fails.
-func (c *Conn) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	var kv jetstream.KeyValue
+// retryAPI calls f, each time bounded by APITimeout/2, until it succeeds,
+// fails with one of the permanent errors, or APITimeout has passed: while
+// a cluster elects a leader, API calls time out.
+func retryAPI(ctx context.Context, f func(context.Context) error, permanent ...error) error {
 	b := backoff.NewExponentialBackOff()
 	b.MaxElapsedTime = APITimeout
-	err := backoff.Retry(func() error {
+	return backoff.Retry(func() error {
 		actx, cancel := context.WithTimeout(ctx, APITimeout/2)
 		defer cancel()
-		var err error
-		kv, err = c.JS.KeyValue(actx, bucket)
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return backoff.Permanent(err)
+		err := f(actx)
+		for _, p := range permanent {
+			if errors.Is(err, p) {
+				return backoff.Permanent(err)
+			}
 		}
 		return err
 	}, backoff.WithContext(b, ctx))
+}
+
+// StreamLeader returns the server that leads the stream and its replica
+// count ("" outside a cluster).
+func (c *Conn) StreamLeader(ctx context.Context) (string, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, APITimeout)
+	defer cancel()
+	s, err := c.stream(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w (has `convoy server` provisioned the bus?)", bucket, err)
+		return "", 0, err
 	}
-	return kv, nil
+	info, err := s.Info(ctx)
+	if err != nil {
+		return "", 0, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	leader := ""
+	if info.Cluster != nil {
+		leader = info.Cluster.Leader
+	}
+	return leader, info.Config.Replicas, nil
 }
 
 // LastSeq returns the stream's last sequence (0 when empty).

@@ -72,7 +72,7 @@ func (c *Conn) AppendID(ctx context.Context, subject string, e events.Event, msg
 	}
 	pctx, cancel := context.WithTimeout(ctx, APITimeout)
 	defer cancel()
-	ack, err := c.JS.PublishMsg(pctx, msg, opts...)
+	ack, err := c.js.PublishMsg(pctx, msg, opts...)
 	if err == nil {
 		return ack.Sequence, nil
 	}
@@ -180,14 +180,30 @@ func orderedConfig(filters []string, from From) jetstream.OrderedConsumerConfig 
 	return cfg
 }
 
+// ErrStop, returned by the fn of Replay or Follow, ends the read early;
+// the read then returns nil.
+var ErrStop = errors.New("stop reading")
+
 // Replay calls fn, in stream order, for every message under filters from
 // from up to the last one stored when Replay was called, then returns.
 // It reads through one ordered consumer, so it costs one pass over the
-// matching messages and no more. fn returning an error stops the replay.
+// matching messages and no more. fn returning an error stops the replay
+// with that error (nil for ErrStop).
 func (c *Conn) Replay(ctx context.Context, filters []string, from From, fn func(Stored) error) error {
+	return ignoreStop(c.replay(ctx, filters, from, fn))
+}
+
+func ignoreStop(err error) error {
+	if errors.Is(err, ErrStop) {
+		return nil
+	}
+	return err
+}
+
+func (c *Conn) replay(ctx context.Context, filters []string, from From, fn func(Stored) error) error {
 	actx, cancel := context.WithTimeout(ctx, APITimeout)
 	defer cancel()
-	cons, err := c.JS.OrderedConsumer(actx, StreamName, orderedConfig(filters, from))
+	cons, err := c.js.OrderedConsumer(actx, StreamName, orderedConfig(filters, from))
 	if err != nil {
 		return fmt.Errorf("replay %v: %w", filters, err)
 	}
@@ -238,8 +254,12 @@ const FollowIdle = 20 * time.Second
 
 // Follow calls fn, in stream order, for every message under filters from
 // from on, and keeps following new messages until ctx is done or fn
-// returns an error. It returns ctx.Err() or fn's error.
+// returns an error. It returns ctx.Err(), or fn's error (nil for ErrStop).
 func (c *Conn) Follow(ctx context.Context, filters []string, from From, fn func(Stored) error) error {
+	return ignoreStop(c.followAll(ctx, filters, from, fn))
+}
+
+func (c *Conn) followAll(ctx context.Context, filters []string, from From, fn func(Stored) error) error {
 	if from.New {
 		// Pin "now" to a sequence, so a replaced consumer misses nothing.
 		seq, err := c.LastSeq(ctx)
@@ -276,7 +296,7 @@ func (c *Conn) follow(ctx context.Context, filters []string, from From, fn func(
 		actx, cancel := context.WithTimeout(ctx, APITimeout)
 		defer cancel()
 		var err error
-		cons, err = c.JS.OrderedConsumer(actx, StreamName, orderedConfig(filters, from))
+		cons, err = c.js.OrderedConsumer(actx, StreamName, orderedConfig(filters, from))
 		if err != nil {
 			return err
 		}
@@ -324,31 +344,5 @@ func (c *Conn) dropConsumer(cons jetstream.Consumer) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = c.JS.DeleteConsumer(ctx, StreamName, info.Name)
-}
-
-// WorkerConsumerName is the durable consumer of a host's requests. It is a
-// stored identity: renaming it would redeliver every past request.
-func WorkerConsumerName(host string) string { return "worker-" + host }
-
-// WorkerConsumer creates or updates the host's durable pull consumer on
-// convoy.req.<host>.>: explicit acks, one message in flight, redelivered
-// after ackWait without a progress ack.
-func (c *Conn) WorkerConsumer(ctx context.Context, host string, ackWait time.Duration) (jetstream.Consumer, error) {
-	ctx, cancel := context.WithTimeout(ctx, APITimeout)
-	defer cancel()
-	cons, err := c.JS.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
-		Durable:       WorkerConsumerName(host),
-		Description:   "convoy worker for " + host,
-		FilterSubject: events.HostRequests(host),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
-		MaxAckPending: 1,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", WorkerConsumerName(host), err)
-	}
-	return cons, nil
+	_ = c.js.DeleteConsumer(ctx, StreamName, info.Name)
 }

@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/bus/upgradeindex"
 	"github.com/convoy-fleet/convoy/events"
-	"github.com/convoy-fleet/convoy/projections"
 )
 
 // Request asks hosts to upgrade.
@@ -31,7 +31,7 @@ type Sent struct {
 	Seq uint64
 	// Done is set when the upgrade had already ended under this id: the
 	// request was not sent again.
-	Done *projections.UpgradeRecord
+	Done *upgradeindex.Record
 }
 
 // Validate reports every problem with the request at once, before
@@ -73,7 +73,7 @@ func Upgrade(ctx context.Context, c *bus.Conn, r Request) (string, []Sent, error
 	if r.ID == "" {
 		r.ID = events.NewID()
 	}
-	fleet, err := projections.OpenFleet(ctx, c)
+	index, err := upgradeindex.Open(ctx, c)
 	if err != nil {
 		return "", nil, err
 	}
@@ -83,7 +83,7 @@ func Upgrade(ctx context.Context, c *bus.Conn, r Request) (string, []Sent, error
 	}
 	sent := make([]Sent, 0, len(r.Hosts))
 	for _, h := range r.Hosts {
-		if rec, err := fleet.Upgrade(ctx, h, r.ID); err == nil && rec.Terminal != "" {
+		if rec, err := index.Get(ctx, h, r.ID); err == nil && rec.Ended() {
 			sent = append(sent, Sent{Host: h, Seq: rec.FirstSeq, Done: &rec})
 			continue
 		}
@@ -145,7 +145,6 @@ func Wait(ctx context.Context, c *bus.Conn, id string, sent []Sent, fn func(bus.
 	for _, s := range sent {
 		want[s.Host] = true
 	}
-	errDone := errors.New("done")
 	err := c.Follow(ctx, filters, bus.From{Seq: from}, func(st bus.Stored) error {
 		if st.Err != nil || st.Event.UpgradeID != id || !want[st.Event.Host()] {
 			return nil
@@ -154,13 +153,10 @@ func Wait(ctx context.Context, c *bus.Conn, id string, sent []Sent, fn func(bus.
 		if k := st.Event.Kind(); k.IsTerminal() {
 			ends[st.Event.Host()] = k
 			if len(ends) == len(want) {
-				return errDone
+				return bus.ErrStop
 			}
 		}
 		return nil
 	})
-	if errors.Is(err, errDone) {
-		return ends, nil
-	}
 	return ends, err
 }

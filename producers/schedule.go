@@ -12,7 +12,6 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/convoy-fleet/convoy/bus"
-	"github.com/convoy-fleet/convoy/projections"
 )
 
 // Schedule asks the fleet to upgrade at fixed times: the seed's hourly
@@ -26,8 +25,9 @@ type Schedule struct {
 	// Daily is a time of day, "04:00", in Location.
 	Daily    string
 	Location *time.Location
-	// Hosts to upgrade; empty means every host whose worker has started.
-	Hosts []string
+	// Hosts returns the hosts to upgrade at a slot: a fixed list (see
+	// HostList) or, say, the fleet view's served hosts. Required.
+	Hosts func(context.Context) ([]string, error)
 	// Rev to request; empty means the tip of each host's branch.
 	Rev string
 	// OnRequest, if set, is told of each slot's request.
@@ -43,6 +43,8 @@ func (s *Schedule) Validate() error {
 		return errors.New("give --every or --daily, not both")
 	case s.Every < 0 || (s.Every > 0 && s.Every < time.Second):
 		return fmt.Errorf("--every %s: at least 1s", s.Every)
+	case s.Hosts == nil:
+		return errors.New("a schedule needs its hosts")
 	}
 	if s.Daily != "" {
 		if _, _, err := parseHHMM(s.Daily); err != nil {
@@ -128,36 +130,18 @@ func (s *Schedule) Run(ctx context.Context, c *bus.Conn, now func() time.Time) e
 }
 
 func (s *Schedule) request(ctx context.Context, c *bus.Conn, id string) ([]Sent, error) {
-	hosts := s.Hosts
+	hosts, err := s.Hosts(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if len(hosts) == 0 {
-		var err error
-		if hosts, err = ServedHosts(ctx, c); err != nil {
-			return nil, err
-		}
-		if len(hosts) == 0 {
-			return nil, errors.New("no worker has started yet, so the fleet is empty")
-		}
+		return nil, errors.New("no hosts to upgrade: no worker has started yet, so the fleet is empty")
 	}
 	_, sent, err := Upgrade(ctx, c, Request{Hosts: hosts, Rev: s.Rev, ID: id, By: "schedule"})
 	return sent, err
 }
 
-// ServedHosts returns the fleet: the hosts whose worker has started at
-// least once (a request alone, say for a mistyped name, does not count).
-func ServedHosts(ctx context.Context, c *bus.Conn) ([]string, error) {
-	fleet, err := projections.OpenFleet(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	sts, err := fleet.All(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var hosts []string
-	for _, s := range sts {
-		if s.Worker != "" {
-			hosts = append(hosts, s.Host)
-		}
-	}
-	return hosts, nil
+// HostList returns a Schedule.Hosts that always names hosts.
+func HostList(hosts ...string) func(context.Context) ([]string, error) {
+	return func(context.Context) ([]string, error) { return hosts, nil }
 }

@@ -40,7 +40,11 @@ func TestScheduleNext(t *testing.T) {
 			t.Errorf("%+v after %s: %s, want %s", tc.s, tc.now, got.UTC().Format(time.RFC3339), tc.out)
 		}
 	}
+	if (&producers.Schedule{Every: time.Hour}).Validate() == nil {
+		t.Error("a schedule without hosts accepted")
+	}
 	for _, bad := range []producers.Schedule{{}, {Every: time.Hour, Daily: "04:00"}, {Daily: "25:00"}, {Daily: "4"}, {Every: time.Millisecond}} {
+		bad.Hosts = producers.HostList("sorrow")
 		if bad.Validate() == nil {
 			t.Errorf("%+v accepted", bad)
 		}
@@ -68,7 +72,7 @@ func TestTwoSchedulersRequestEachSlotOnce(t *testing.T) {
 	slots := map[string]bool{}
 	var wg sync.WaitGroup
 	for range 2 {
-		s := &producers.Schedule{Every: time.Second, Hosts: []string{"sorrow", "torment"},
+		s := &producers.Schedule{Every: time.Second, Hosts: producers.HostList("sorrow", "torment"),
 			OnRequest: func(_ time.Time, id string, _ []producers.Sent, err error) {
 				if err != nil {
 					t.Errorf("request: %v", err)

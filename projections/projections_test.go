@@ -8,6 +8,7 @@ import (
 
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/bus/bustest"
+	"github.com/convoy-fleet/convoy/bus/upgradeindex"
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/projections"
 )
@@ -94,7 +95,11 @@ func TestStatusFollowsUpgradesAndRebuildsIdentically(t *testing.T) {
 	if !reflect.DeepEqual(before, after) {
 		t.Fatalf("rebuild changed the view:\nbefore %+v\nafter  %+v", before, after)
 	}
-	rec, err := fleet.Upgrade(ctx, "torment", failID)
+	index, err := upgradeindex.Open(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := index.Get(ctx, "torment", failID)
 	if err != nil || rec.Terminal != "upgrade.failed" || rec.FirstSeq == 0 {
 		t.Fatalf("upgrade index: %+v %v", rec, err)
 	}

@@ -2,15 +2,12 @@ package projections
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/bus/upgradeindex"
 	"github.com/convoy-fleet/convoy/events"
 )
 
@@ -23,54 +20,54 @@ const (
 
 func hostKey(h string) string { return hostKeyPrefix + h }
 
-func upgradeKey(host, id string) string { return host + "." + id }
-
-// Projector keeps the status and upgrade buckets up to date with the
-// stream. Run it in one place per bus (convoy server does); a second one
-// is harmless, since every write is a compare-and-set of an idempotent
-// fold.
-type Projector struct{ buckets }
-
-// buckets are the projections' KV buckets and the connection to them.
-type buckets struct {
-	conn     *bus.Conn
-	status   jetstream.KeyValue
-	upgrades jetstream.KeyValue
+// Projector keeps the status view and the upgrade index up to date with
+// the stream. Run it in one place per bus (convoy server does); a second
+// one is harmless, since every write is a compare-and-set of an
+// idempotent fold.
+type Projector struct {
+	view
+	index *upgradeindex.Index
 }
 
-func openBuckets(ctx context.Context, c *bus.Conn) (buckets, error) {
-	st, err := c.KV(ctx, bus.StatusBucket)
+// view is the status bucket and the connection to the stream.
+type view struct {
+	conn   *bus.Conn
+	status *bus.Bucket
+}
+
+func openView(ctx context.Context, c *bus.Conn) (view, error) {
+	st, err := c.Bucket(ctx, bus.StatusBucket)
 	if err != nil {
-		return buckets{}, err
+		return view{}, err
 	}
-	up, err := c.KV(ctx, bus.UpgradesBucket)
-	if err != nil {
-		return buckets{}, err
-	}
-	return buckets{conn: c, status: st, upgrades: up}, nil
+	return view{conn: c, status: st}, nil
 }
 
 // NewProjector opens the buckets (provisioned by bus.Conn.Provision).
 func NewProjector(ctx context.Context, c *bus.Conn) (*Projector, error) {
-	b, err := openBuckets(ctx, c)
+	v, err := openView(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	return &Projector{b}, nil
+	x, err := upgradeindex.Open(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return &Projector{view: v, index: x}, nil
 }
 
 // Checkpoint returns the last stream sequence the projector applied.
-func (p *buckets) Checkpoint(ctx context.Context) (uint64, error) {
-	ent, err := p.status.Get(ctx, checkpointKey)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+func (v *view) Checkpoint(ctx context.Context) (uint64, error) {
+	ent, err := v.status.Get(ctx, checkpointKey)
+	if errors.Is(err, bus.ErrNotFound) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("checkpoint: %w", err)
 	}
-	n, err := strconv.ParseUint(string(ent.Value()), 10, 64)
+	n, err := strconv.ParseUint(string(ent.Value), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("checkpoint %q: %w", ent.Value(), err)
+		return 0, fmt.Errorf("checkpoint %q: %w", ent.Value, err)
 	}
 	return n, nil
 }
@@ -117,70 +114,30 @@ func (p *Projector) apply(ctx context.Context, st bus.Stored) error {
 	if err != nil || sub.Host == "" {
 		return nil
 	}
-	if err := p.applyStatus(ctx, sub.Host, func(s *Status) bool { return Apply(s, st) }); err != nil {
+	err = bus.Modify(ctx, p.status, hostKey(sub.Host), func(s *Status) (bool, error) {
+		if s.Host == "" {
+			s.Host = sub.Host
+		}
+		return Apply(s, st), nil
+	})
+	if err != nil {
 		return err
 	}
-	if id := st.Event.UpgradeID; id != "" && events.ValidateID(id) == nil {
-		return casLoop(ctx, p.upgrades, upgradeKey(sub.Host, id), func(r *UpgradeRecord) bool { return ApplyUpgrade(r, st) })
-	}
-	return nil
-}
-
-func (p *Projector) applyStatus(ctx context.Context, host string, fold func(*Status) bool) error {
-	return casLoop(ctx, p.status, hostKey(host), func(s *Status) bool {
-		if s.Host == "" {
-			s.Host = host
-		}
-		return fold(s)
-	})
-}
-
-// casLoop reads key, folds, and writes back only if nobody wrote in
-// between; on a conflict it reads again.
-func casLoop[T any](ctx context.Context, kv jetstream.KeyValue, key string, fold func(*T) bool) error {
-	for range 16 {
-		var v T
-		var rev uint64
-		ent, err := kv.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return fmt.Errorf("get %s: %w", key, err)
-		default:
-			rev = ent.Revision()
-			if err := json.Unmarshal(ent.Value(), &v); err != nil {
-				return fmt.Errorf("decode %s: %w", key, err)
-			}
-		}
-		if !fold(&v) {
-			return nil
-		}
-		b, err := json.Marshal(&v)
-		if err != nil {
-			return err
-		}
-		if rev == 0 {
-			_, err = kv.Create(ctx, key, b)
-		} else {
-			_, err = kv.Update(ctx, key, b, rev)
-		}
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !bus.IsWrongLastSequence(err) {
-			return fmt.Errorf("put %s: %w", key, err)
-		}
-	}
-	return fmt.Errorf("put %s: too many concurrent writers", key)
+	return p.index.Apply(ctx, sub.Host, st)
 }
 
 // Rebuild recomputes the status of every host from stream sequence 1 and
 // replaces what the bucket holds, so a view damaged or produced by older
-// code is made right. Hosts the live projector moved past the rebuild's
-// end are caught up from the stream before they are written. It returns
-// the number of events read.
+// code is made right: rows are rewritten, rows of hosts the stream does
+// not know are deleted, and the checkpoint is set to the last event read.
+// Hosts the live projector moved past the rebuild's end are caught up
+// from the stream before they are written. It returns the number of
+// events read.
+//
+// The upgrade index is not rebuilt: only the live projector writes it
+// (workers trust it), and its folds are idempotent.
 func (p *Projector) Rebuild(ctx context.Context) (int, error) {
-	view := map[string]*Status{}
+	rows := map[string]*Status{}
 	n := 0
 	var last uint64
 	err := p.conn.Replay(ctx, projected, bus.From{}, func(st bus.Stored) error {
@@ -193,36 +150,34 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 		if err != nil || sub.Host == "" {
 			return nil
 		}
-		s := view[sub.Host]
+		s := rows[sub.Host]
 		if s == nil {
 			s = &Status{Host: sub.Host}
-			view[sub.Host] = s
+			rows[sub.Host] = s
 		}
 		Apply(s, st)
-		// The upgrade index is left to the live projector: its writes are
-		// idempotent, and only the server may write it (workers trust it).
 		return nil
 	})
 	if err != nil {
 		return n, fmt.Errorf("rebuild: %w", err)
 	}
-	for host, s := range view {
+	for host, s := range rows {
 		if err := p.replaceHost(ctx, host, s); err != nil {
 			return n, err
 		}
 	}
-	keys, err := p.hostKeys(ctx)
+	hosts, err := p.hosts(ctx)
 	if err != nil {
 		return n, err
 	}
-	for _, k := range keys {
-		if view[k] == nil {
-			if err := p.status.Delete(ctx, hostKey(k)); err != nil {
-				return n, fmt.Errorf("rebuild: delete %s: %w", k, err)
+	for _, h := range hosts {
+		if rows[h] == nil {
+			if err := p.status.Delete(ctx, hostKey(h), 0); err != nil {
+				return n, fmt.Errorf("rebuild: %w", err)
 			}
 		}
 	}
-	if cp, err := p.Checkpoint(ctx); err == nil && cp < last {
+	if cp, err := p.Checkpoint(ctx); err != nil || cp != last {
 		if err := p.setCheckpoint(ctx, last); err != nil {
 			return n, err
 		}
@@ -233,50 +188,33 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 // replaceHost writes the rebuilt row, first catching it up to what the
 // bucket holds if the live projector got further.
 func (p *Projector) replaceHost(ctx context.Context, host string, s *Status) error {
-	for range 16 {
-		var cur Status
-		var rev uint64
-		ent, err := p.status.Get(ctx, hostKey(host))
-		if err == nil {
-			rev = ent.Revision()
-			_ = json.Unmarshal(ent.Value(), &cur)
-		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return fmt.Errorf("rebuild %s: %w", host, err)
-		}
+	err := bus.Modify(ctx, p.status, hostKey(host), func(cur *Status) (bool, error) {
 		if cur.Seq > s.Seq {
 			err := p.conn.Replay(ctx, []string{events.HostFacts(host), events.HostRequests(host)}, bus.From{Seq: s.Seq + 1}, func(st bus.Stored) error {
 				Apply(s, st)
 				return nil
 			})
 			if err != nil {
-				return fmt.Errorf("rebuild %s: %w", host, err)
+				return false, err
 			}
 		}
-		b, _ := json.Marshal(s)
-		if rev == 0 {
-			_, err = p.status.Create(ctx, hostKey(host), b)
-		} else {
-			_, err = p.status.Update(ctx, hostKey(host), b, rev)
-		}
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !bus.IsWrongLastSequence(err) {
-			return fmt.Errorf("rebuild %s: %w", host, err)
-		}
+		*cur = *s
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild %s: %w", host, err)
 	}
-	return fmt.Errorf("rebuild %s: too many concurrent writers", host)
+	return nil
 }
 
-func (p *buckets) hostKeys(ctx context.Context) ([]string, error) {
-	lister, err := p.status.ListKeysFiltered(ctx, hostKeyPrefix+"*")
+// hosts returns the hosts that have a row, sorted.
+func (v *view) hosts(ctx context.Context) ([]string, error) {
+	keys, err := v.status.Keys(ctx, hostKeyPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
-	var hosts []string
-	for k := range lister.Keys() {
-		hosts = append(hosts, k[len(hostKeyPrefix):])
+	for i, k := range keys {
+		keys[i] = k[len(hostKeyPrefix):]
 	}
-	sort.Strings(hosts)
-	return hosts, nil
+	return keys, nil
 }

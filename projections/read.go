@@ -2,14 +2,12 @@ package projections
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/bus/upgradeindex"
 	"github.com/convoy-fleet/convoy/events"
 )
 
@@ -18,15 +16,15 @@ var ErrUnknownHost = errors.New("unknown host")
 
 // Fleet reads the status bucket. It never replays the stream: a status
 // query is one KV read per host.
-type Fleet struct{ buckets }
+type Fleet struct{ view }
 
 // OpenFleet opens the fleet view.
 func OpenFleet(ctx context.Context, c *bus.Conn) (*Fleet, error) {
-	b, err := openBuckets(ctx, c)
+	v, err := openView(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	return &Fleet{b}, nil
+	return &Fleet{v}, nil
 }
 
 // Host returns one host's status.
@@ -35,14 +33,11 @@ func (f *Fleet) Host(ctx context.Context, host string) (Status, error) {
 	if err := events.ValidateHost(host); err != nil {
 		return s, err
 	}
-	ent, err := f.status.Get(ctx, hostKey(host))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	_, err := f.status.GetJSON(ctx, hostKey(host), &s)
+	if errors.Is(err, bus.ErrNotFound) {
 		return s, fmt.Errorf("%w %q: no worker or request for it is on the bus yet", ErrUnknownHost, host)
 	}
 	if err != nil {
-		return s, fmt.Errorf("status %s: %w", host, err)
-	}
-	if err := json.Unmarshal(ent.Value(), &s); err != nil {
 		return s, fmt.Errorf("status %s: %w", host, err)
 	}
 	return s, nil
@@ -50,7 +45,7 @@ func (f *Fleet) Host(ctx context.Context, host string) (Status, error) {
 
 // All returns every host's status, sorted by host name.
 func (f *Fleet) All(ctx context.Context) ([]Status, error) {
-	hosts, err := f.hostKeys(ctx)
+	hosts, err := f.hosts(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -84,40 +79,20 @@ func (f *Fleet) Lag(ctx context.Context) (uint64, error) {
 	return last - cp, nil
 }
 
-// Upgrade returns the index record of one host's upgrade.
-func (f *Fleet) Upgrade(ctx context.Context, host, id string) (UpgradeRecord, error) {
-	var r UpgradeRecord
-	ent, err := f.upgrades.Get(ctx, upgradeKey(host, id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return r, bus.ErrNotFound
-	}
+// ServedHosts returns the hosts whose worker has started at least once
+// (a request alone, say for a mistyped name, does not make a host).
+func (f *Fleet) ServedHosts(ctx context.Context) ([]string, error) {
+	sts, err := f.All(ctx)
 	if err != nil {
-		return r, fmt.Errorf("upgrade %s on %s: %w", id, host, err)
+		return nil, err
 	}
-	if err := json.Unmarshal(ent.Value(), &r); err != nil {
-		return r, fmt.Errorf("upgrade %s on %s: %w", id, host, err)
-	}
-	return r, nil
-}
-
-// Upgrades returns the index records of an upgrade id on every host.
-func (f *Fleet) Upgrades(ctx context.Context, id string) ([]UpgradeRecord, error) {
-	lister, err := f.upgrades.ListKeysFiltered(ctx, "*."+id)
-	if err != nil {
-		return nil, fmt.Errorf("upgrade %s: %w", id, err)
-	}
-	var out []UpgradeRecord
-	for k := range lister.Keys() {
-		var r UpgradeRecord
-		ent, err := f.upgrades.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		if json.Unmarshal(ent.Value(), &r) == nil {
-			out = append(out, r)
+	var hosts []string
+	for _, s := range sts {
+		if s.Worker != "" {
+			hosts = append(hosts, s.Host)
 		}
 	}
-	return out, nil
+	return hosts, nil
 }
 
 // Query selects events for History. Zero fields match everything.
@@ -170,12 +145,16 @@ func (f *Fleet) History(ctx context.Context, q Query, fn func(bus.Stored) error)
 		if err := events.ValidateID(q.Upgrade); err != nil {
 			return err
 		}
-		recs, err := f.Upgrades(ctx, q.Upgrade)
+		index, err := upgradeindex.Open(ctx, f.conn)
+		if err != nil {
+			return err
+		}
+		recs, err := index.ByID(ctx, q.Upgrade)
 		if err != nil {
 			return err
 		}
 		if len(recs) == 0 {
-			return fmt.Errorf("upgrade %s: %w (not in the upgrade index; check the id, or run `convoy projections rebuild`)", q.Upgrade, bus.ErrNotFound)
+			return fmt.Errorf("upgrade %s: %w (no host has a request or fact with this id; check it with `convoy history HOST`)", q.Upgrade, bus.ErrNotFound)
 		}
 		open := false
 		for _, r := range recs {
@@ -190,18 +169,13 @@ func (f *Fleet) History(ctx context.Context, q Query, fn func(bus.Stored) error)
 		}
 		from.Time = time.Time{}
 	}
-	errStop := errors.New("stop")
-	err := f.conn.Replay(ctx, filters, from, func(st bus.Stored) error {
+	return f.conn.Replay(ctx, filters, from, func(st bus.Stored) error {
 		if stop != 0 && st.Seq > stop {
-			return errStop
+			return bus.ErrStop
 		}
 		if !q.match(st) {
 			return nil
 		}
 		return fn(st)
 	})
-	if errors.Is(err, errStop) {
-		return nil
-	}
-	return err
 }

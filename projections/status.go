@@ -157,39 +157,3 @@ func Apply(s *Status, st bus.Stored) bool {
 	}
 	return true
 }
-
-// UpgradeRecord is the convoy-upgrades entry for one host's upgrade.
-type UpgradeRecord struct {
-	Host      string    `json:"host"`
-	ID        string    `json:"id"`
-	FirstSeq  uint64    `json:"first_seq"`
-	LastSeq   uint64    `json:"last_seq"`
-	Requested time.Time `json:"requested,omitzero"`
-	// Terminal is the terminal kind once the upgrade ended.
-	Terminal string `json:"terminal,omitempty"`
-	Reason   string `json:"reason,omitempty"`
-	Commit   string `json:"commit,omitempty"`
-	Result   string `json:"result,omitempty"`
-}
-
-// ApplyUpgrade folds an event into the record of its upgrade.
-func ApplyUpgrade(r *UpgradeRecord, st bus.Stored) bool {
-	if st.Seq <= r.LastSeq || st.Err != nil || st.Event.UpgradeID == "" {
-		return false
-	}
-	e := st.Event
-	if r.FirstSeq == 0 {
-		r.FirstSeq = st.Seq
-		r.Host, r.ID = e.Host(), e.UpgradeID
-	}
-	r.LastSeq = st.Seq
-	if e.Kind() == events.UpgradeRequested {
-		r.Requested = e.Time
-	}
-	// golden.pinned is how a pin request ends well.
-	if k := e.Kind(); k.IsTerminal() || k == events.GoldenPinned {
-		f, _ := e.Fact()
-		r.Terminal, r.Reason, r.Commit, r.Result = string(k), f.Reason, f.Commit, f.Result
-	}
-	return true
-}

@@ -38,18 +38,13 @@ func TestClusterLeaderLossMidUpgrade(t *testing.T) {
 	}
 	// Kill the stream leader while validation runs.
 	bustest.Expect(t, c, "sorrow", events.BuildSucceeded)
-	stream, err := c.JS.Stream(ctx, bus.StreamName)
-	if err != nil {
-		t.Fatal(err)
+	leader, replicas, err := c.StreamLeader(ctx)
+	if err != nil || leader == "" {
+		t.Fatalf("stream leader %q: %v", leader, err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil || info.Cluster == nil {
-		t.Fatalf("stream info: %v", err)
+	if replicas != 3 {
+		t.Fatalf("stream has %d replicas, want 3", replicas)
 	}
-	if info.Config.Replicas != 3 {
-		t.Fatalf("stream has %d replicas, want 3", info.Config.Replicas)
-	}
-	leader := info.Cluster.Leader
 	for _, s := range servers {
 		if s.Name() == leader {
 			s.Shutdown()

@@ -27,52 +27,55 @@ type goldenDriver interface {
 // pin handles pin.requested: it pins the running generation as golden,
 // but only if that generation passed a boot check on this host. It ends
 // with golden.pinned, or upgrade.rejected with the reason.
-func (w *Worker) pin(ctx context.Context, id string) error {
+func (w *Worker) pin(ctx context.Context, r request) error {
+	refuse := func(f events.Fact) error {
+		f.Stage = "golden"
+		return w.finish(ctx, r, events.UpgradeRejected, f)
+	}
 	d, ok := w.driver.(goldenDriver)
 	switch {
 	case !ok:
-		return w.finish(ctx, id, events.UpgradeRejected, events.Fact{Stage: "golden", Reason: "pin refused: the golden generation needs system.driver = \"nixos\""})
+		return refuse(events.Fact{Reason: "pin refused: the golden generation needs system.driver = \"nixos\""})
 	case !w.cfg.Golden.Enable:
-		return w.finish(ctx, id, events.UpgradeRejected, events.Fact{Stage: "golden", Reason: "pin refused: golden.enable is false in this host's config"})
+		return refuse(events.Fact{Reason: "pin refused: golden.enable is false in this host's config"})
 	}
-	lf, err := os.OpenFile(filepath.Join(w.logDir, id+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	lf, _, err := w.openLog(r.id)
 	if err != nil {
-		return fmt.Errorf("pin log: %w", err)
+		return err
 	}
 	defer lf.Close()
-	run := newExec(w.cfg.Upgrade.Timeout.Duration, w.env(id), lf)
+	run := newExec(w.cfg.Upgrade.Timeout.Duration, w.env(r.id), lf)
 	cur, err := d.Current(ctx, run)
 	if err != nil || cur == "" {
-		return w.finish(ctx, id, events.UpgradeRejected, events.Fact{Stage: "golden", Reason: fmt.Sprintf("pin refused: no current generation (%v)", err)})
+		return refuse(events.Fact{Reason: fmt.Sprintf("pin refused: no current generation (%v)", err)})
 	}
 	gen := d.generation()
 	if !w.state.validated(cur) {
-		return w.finish(ctx, id, events.UpgradeRejected, events.Fact{Stage: "golden", Result: cur, Generation: gen,
+		return refuse(events.Fact{Result: cur, Generation: gen,
 			Reason: fmt.Sprintf("pin refused: generation %d (%s) has not passed a boot check; reboot into it and let convoy boot-check validate it", gen, cur)})
 	}
-	res, err := d.Pin(ctx, run, cur)
-	if err != nil {
-		f := cmdFact(res)
-		f.Stage, f.Result, f.Reason = "golden", cur, "pin failed: "+err.Error()
-		return w.finish(ctx, id, events.UpgradeRejected, f)
+	if res, err := d.Pin(ctx, run, cur); err != nil {
+		f := cmdFact(res, nil)
+		f.Result, f.Reason = cur, "pin failed: "+err.Error()
+		return refuse(f)
 	}
-	if err := w.emit(ctx, id, events.GoldenPinned, events.Fact{Result: cur, Generation: gen}); err != nil {
+	if err := w.emit(ctx, r.id, events.GoldenPinned, events.Fact{Result: cur, Generation: gen}); err != nil {
 		return err
 	}
-	return w.ended(id)
+	return w.ended(r)
 }
 
 // bootEmit appends a boot-check fact without waiting long for the bus:
 // the fact is in the outbox first, so if the bus does not acknowledge it
 // in time the check goes on (a failing boot must still fall back) and the
 // worker publishes it later.
-func bootEmit(ctx context.Context, w *Worker, br *BootResult, k events.Kind, f events.Fact) error {
+func bootEmit(ctx context.Context, w *Worker, k events.Kind, f events.Fact) error {
 	ectx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	err := w.emit(ectx, "", k, f)
 	if err != nil && ectx.Err() != nil && ctx.Err() == nil {
 		w.log.Warn("the bus did not acknowledge in time; the fact waits in the outbox", logKind, k)
-		w.conn, br.Queued = nil, true
+		w.queueOnly = true
 		return nil
 	}
 	return err
@@ -114,98 +117,125 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 		return br, err
 	}
 	defer lock.Close()
-	if w.conn != nil {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := w.syncSeq(cctx)
-		if err == nil {
-			err = w.flushOutbox(cctx)
-		}
-		cancel()
-		if err != nil {
-			w.log.Warn("bus unreachable at boot; events wait in the outbox", logErr, err)
-			w.conn = nil
-		}
-	}
-	br.Queued = w.conn == nil
+	w.catchUpForBoot(ctx)
 	lf, err := os.OpenFile(filepath.Join(w.logDir, "boot-check.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return br, fmt.Errorf("boot-check log: %w", err)
 	}
 	ownLikeParent(lf.Name())
 	defer lf.Close()
-	run := newExec(time.Minute, w.env(""), lf)
+	b := &bootCheck{w: w, d: d, run: newExec(time.Minute, w.env(""), lf)}
+	err = b.check(ctx)
+	b.result.Queued = w.queueOnly
+	return b.result, err
+}
+
+// catchUpForBoot publishes what the outbox holds, or, when the bus does
+// not answer within 10s, switches the worker to queueing its facts.
+func (w *Worker) catchUpForBoot(ctx context.Context) {
+	if w.conn == nil {
+		w.queueOnly = true
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := w.syncSeq(cctx)
+	if err == nil {
+		err = w.flushOutbox(cctx)
+	}
+	if err != nil {
+		w.log.Warn("bus unreachable at boot; events wait in the outbox", logErr, err)
+		w.queueOnly = true
+	}
+}
+
+// bootCheck is one run of BootCheck.
+type bootCheck struct {
+	w      *Worker
+	d      goldenDriver
+	run    Exec
+	result BootResult
+}
+
+func (b *bootCheck) check(ctx context.Context) error {
 	// Validate, pin or count what this boot runs, not what the profile
 	// would boot next.
-	cur, err := d.Booted(ctx, run)
+	cur, err := b.d.Booted(ctx, b.run)
 	if err != nil {
-		return br, err
+		return err
 	}
-	br.Result = cur
-	gen := d.generationOf(cur)
+	b.result.Result = cur
 	start := time.Now()
-	var failed *CmdResult
-	for _, svc := range w.cfg.Golden.ValidateServices {
-		res := run(ctx, "/", append(append([]string{}, w.cfg.Golden.ServiceCheck...), svc))
+	for _, svc := range b.w.cfg.Golden.ValidateServices {
+		res := b.run(ctx, "/", append(append([]string{}, b.w.cfg.Golden.ServiceCheck...), svc))
 		if res.Err != nil {
-			failed = &res
-			break
+			return b.failed(ctx, cur, res)
 		}
 	}
-	if failed == nil {
-		br.Validated = true
-		w.state.markValidated(cur)
-		w.state.BootFailures, w.state.BootFailed = 0, ""
-		if err := w.saveState(); err != nil {
-			return br, err
-		}
-		if err := bootEmit(ctx, w, &br, events.BootValidated, events.Fact{Result: cur, Generation: gen, DurationMS: time.Since(start).Milliseconds()}); err != nil {
-			return br, err
-		}
-		if w.cfg.Golden.Enable && *w.cfg.Golden.AutoPinAfterBoot && d.Golden() != cur {
-			res, err := d.Pin(ctx, run, cur)
-			if err != nil {
-				return br, fmt.Errorf("pin %s: %w: %s", cur, err, strings.TrimSpace(res.Tail))
-			}
-			br.Pinned = true
-			if err := bootEmit(ctx, w, &br, events.GoldenPinned, events.Fact{Result: cur, Generation: gen}); err != nil {
-				return br, err
-			}
-		}
-		return br, nil
-	}
-	if w.state.BootFailed != cur {
-		w.state.BootFailures, w.state.BootFailed = 0, cur
-	}
-	w.state.BootFailures++
-	br.Failures = w.state.BootFailures
+	return b.validated(ctx, cur, time.Since(start))
+}
+
+// validated records that cur passed and, with auto_pin_after_boot, pins it.
+func (b *bootCheck) validated(ctx context.Context, cur string, took time.Duration) error {
+	w, st := b.w, b.w.state
+	b.result.Validated = true
+	st.markValidated(cur)
+	st.BootFailures, st.BootFailed = 0, ""
 	if err := w.saveState(); err != nil {
-		return br, err
+		return err
 	}
-	f := cmdFact(*failed)
-	f.Result, f.Generation, f.Failures = cur, gen, br.Failures
-	f.Reason = fmt.Sprintf("service check failed (%d of %d allowed): %s", br.Failures, w.cfg.Golden.MaxBootFailures, f.Reason)
-	if err := bootEmit(ctx, w, &br, events.BootFailed, f); err != nil {
-		return br, err
+	gen := b.d.generationOf(cur)
+	if err := bootEmit(ctx, w, events.BootValidated, events.Fact{Result: cur, Generation: gen, DurationMS: took.Milliseconds()}); err != nil {
+		return err
 	}
-	if !w.cfg.Golden.Enable || br.Failures < w.cfg.Golden.MaxBootFailures {
-		return br, fmt.Errorf("%w: %s", ErrBootCheckFailed, f.Reason)
+	if !w.cfg.Golden.Enable || !*w.cfg.Golden.AutoPinAfterBoot || b.d.Golden() == cur {
+		return nil
 	}
-	golden, ggen, res, err := d.RestoreGolden(ctx, run)
+	if res, err := b.d.Pin(ctx, b.run, cur); err != nil {
+		return fmt.Errorf("pin %s: %w: %s", cur, err, strings.TrimSpace(res.Tail))
+	}
+	b.result.Pinned = true
+	return bootEmit(ctx, w, events.GoldenPinned, events.Fact{Result: cur, Generation: gen})
+}
+
+// failed counts a failed check of cur and, at max_boot_failures in a row,
+// falls back to the golden generation.
+func (b *bootCheck) failed(ctx context.Context, cur string, res CmdResult) error {
+	w, st := b.w, b.w.state
+	if st.BootFailed != cur {
+		st.BootFailures, st.BootFailed = 0, cur
+	}
+	st.BootFailures++
+	n := st.BootFailures
+	b.result.Failures = n
+	if err := w.saveState(); err != nil {
+		return err
+	}
+	f := cmdFact(res, nil)
+	f.Result, f.Generation, f.Failures = cur, b.d.generationOf(cur), n
+	f.Reason = fmt.Sprintf("service check failed (%d of %d allowed): %s", n, w.cfg.Golden.MaxBootFailures, f.Reason)
+	if err := bootEmit(ctx, w, events.BootFailed, f); err != nil {
+		return err
+	}
+	if !w.cfg.Golden.Enable || n < w.cfg.Golden.MaxBootFailures {
+		return fmt.Errorf("%w: %s", ErrBootCheckFailed, f.Reason)
+	}
+	golden, ggen, gres, err := b.d.RestoreGolden(ctx, b.run)
 	if err != nil {
-		return br, fmt.Errorf("%w, and restoring the golden generation failed: %w: %s", ErrBootCheckFailed, err, strings.TrimSpace(res.Tail))
+		return fmt.Errorf("%w, and restoring the golden generation failed: %w: %s", ErrBootCheckFailed, err, strings.TrimSpace(gres.Tail))
 	}
-	br.Restored = golden
-	w.state.BootFailures, w.state.BootFailed = 0, ""
+	b.result.Restored = golden
+	st.BootFailures, st.BootFailed = 0, ""
 	// The commit whose system failed is not deployed again; it stays the
 	// reference for downgrade checks, so a fix must be a newer commit
 	// (or an allowed, requested downgrade).
-	w.state.Quarantined = w.state.Deployed
+	st.Quarantined = st.Deployed
 	if err := w.saveState(); err != nil {
-		return br, err
+		return err
 	}
-	if err := bootEmit(ctx, w, &br, events.GoldenRestored, events.Fact{Result: golden, Generation: ggen, PreviousResult: cur,
-		Reason: fmt.Sprintf("%d failed boot checks of %s", br.Failures, cur)}); err != nil {
-		return br, err
+	if err := bootEmit(ctx, w, events.GoldenRestored, events.Fact{Result: golden, Generation: ggen, PreviousResult: cur,
+		Reason: fmt.Sprintf("%d failed boot checks of %s", n, cur)}); err != nil {
+		return err
 	}
-	return br, fmt.Errorf("%w %d times; golden generation %d (%s) is now current and the boot default: reboot into it", ErrBootCheckFailed, br.Failures, ggen, golden)
+	return fmt.Errorf("%w %d times; golden generation %d (%s) is now current and the boot default: reboot into it", ErrBootCheckFailed, n, ggen, golden)
 }

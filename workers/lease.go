@@ -8,8 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/convoy-fleet/convoy/bus"
 )
 
@@ -27,68 +25,86 @@ func (w *Worker) owner() string {
 	return h + ":" + w.cfg.StateDir
 }
 
+// heldLease is this worker's lease while it renews it.
+type heldLease struct {
+	w   *Worker
+	me  lease
+	val []byte
+	rev uint64
+}
+
 // lease takes the host's lease, or fails with ErrSecondWorker when another
 // live worker holds it. A lease left by this machine's previous run (same
-// state dir, whose lock this process now holds) is taken over. It returns
-// a func that stops renewing and releases the lease.
+// state dir, whose lock this process now holds) is taken over. Until the
+// returned func is called it renews the lease, and calls lost if another
+// worker takes it; that func stops renewing and releases the lease.
 func (w *Worker) lease(ctx context.Context, lost func(error)) (func(), error) {
-	me := lease{Owner: w.owner(), PID: os.Getpid(), Started: time.Now().UTC()}
-	val, _ := json.Marshal(me)
-	key := w.cfg.Host
-	var rev uint64
-	ent, err := w.leases.Get(ctx, key)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		rev, err = w.leases.Create(ctx, key, val)
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, fmt.Errorf("%w: another worker for %s took the lease just now", ErrSecondWorker, w.cfg.Host)
-		}
-	case err != nil:
-	default:
-		var other lease
-		_ = json.Unmarshal(ent.Value(), &other)
-		if other.Owner != me.Owner {
-			return nil, fmt.Errorf("%w: %s (pid %d) holds the lease of %s since %s; stop it, or wait %s if it died",
-				ErrSecondWorker, other.Owner, other.PID, w.cfg.Host, other.Started.Format(time.RFC3339), bus.LeaseTTL)
-		}
-		rev, err = w.leases.Update(ctx, key, val, ent.Revision())
+	l := &heldLease{w: w, me: lease{Owner: w.owner(), PID: os.Getpid(), Started: time.Now().UTC()}}
+	l.val, _ = json.Marshal(l.me)
+	if err := l.take(ctx); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("lease %s: %w", key, err)
-	}
-	stop := every(context.WithoutCancel(ctx), bus.LeaseTTL/3, func(ctx context.Context) {
-		nrev, err := w.leases.Update(ctx, key, val, rev)
-		switch {
-		case err == nil:
-			rev = nrev
-		case errors.Is(err, jetstream.ErrKeyExists) || bus.IsWrongLastSequence(err):
-			// The key changed under us: expired while the bus was away
-			// (take it again), or another worker holds it (stop).
-			ent, gerr := w.leases.Get(ctx, key)
-			if errors.Is(gerr, jetstream.ErrKeyNotFound) {
-				if nrev, cerr := w.leases.Create(ctx, key, val); cerr == nil {
-					rev = nrev
-					w.log.Warn("the host's lease had expired; taken again")
-					return
-				}
-			}
-			if gerr == nil {
-				var other lease
-				_ = json.Unmarshal(ent.Value(), &other)
-				if other.Owner != me.Owner || other.PID != me.PID {
-					lost(fmt.Errorf("%w: %s (pid %d) took the lease of %s", ErrSecondWorker, other.Owner, other.PID, w.cfg.Host))
-					return
-				}
-				rev = ent.Revision()
-			}
-		case ctx.Err() == nil:
-			w.log.Warn("lease renewal failed", logErr, err)
-		}
-	})
+	stop := every(context.WithoutCancel(ctx), bus.LeaseTTL/3, func(ctx context.Context) { l.renew(ctx, lost) })
 	return func() {
 		stop()
-		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer dcancel()
-		_ = w.leases.Delete(dctx, key, jetstream.LastRevision(rev))
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = w.leases.Delete(dctx, w.cfg.Host, l.rev)
 	}, nil
+}
+
+// take writes the lease if it is free or this machine's own.
+func (l *heldLease) take(ctx context.Context) error {
+	host := l.w.cfg.Host
+	var other lease
+	rev, err := l.w.leases.GetJSON(ctx, host, &other)
+	switch {
+	case errors.Is(err, bus.ErrNotFound):
+		rev = 0
+	case err != nil:
+		return fmt.Errorf("lease %s: %w", host, err)
+	case other.Owner != l.me.Owner:
+		return fmt.Errorf("%w: %s (pid %d) holds the lease of %s since %s; stop it, or wait %s if it died",
+			ErrSecondWorker, other.Owner, other.PID, host, other.Started.Format(time.RFC3339), bus.LeaseTTL)
+	}
+	l.rev, err = l.w.leases.Write(ctx, host, l.val, rev)
+	if errors.Is(err, bus.ErrConflict) {
+		return fmt.Errorf("%w: another worker for %s took the lease just now", ErrSecondWorker, host)
+	}
+	if err != nil {
+		return fmt.Errorf("lease %s: %w", host, err)
+	}
+	return nil
+}
+
+// renew extends the lease. If the key changed under it, the lease either
+// expired while the bus was away (it is taken again) or another worker
+// holds it (lost is called).
+func (l *heldLease) renew(ctx context.Context, lost func(error)) {
+	host := l.w.cfg.Host
+	rev, err := l.w.leases.Write(ctx, host, l.val, l.rev)
+	switch {
+	case err == nil:
+		l.rev = rev
+		return
+	case !errors.Is(err, bus.ErrConflict):
+		if ctx.Err() == nil {
+			l.w.log.Warn("lease renewal failed", logErr, err)
+		}
+		return
+	}
+	var other lease
+	cur, gerr := l.w.leases.GetJSON(ctx, host, &other)
+	switch {
+	case errors.Is(gerr, bus.ErrNotFound):
+		if rev, err := l.w.leases.Write(ctx, host, l.val, 0); err == nil {
+			l.rev = rev
+			l.w.log.Warn("the host's lease had expired; taken again")
+		}
+	case gerr != nil:
+	case other.Owner != l.me.Owner || other.PID != l.me.PID:
+		lost(fmt.Errorf("%w: %s (pid %d) took the lease of %s", ErrSecondWorker, other.Owner, other.PID, host))
+	default:
+		l.rev = cur
+	}
 }

@@ -26,7 +26,7 @@ func (c *scheduleCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageErr(fmt.Errorf("--tz %q: %w", *tz, err))
 	}
-	s := &producers.Schedule{Every: *every, Daily: *daily, Location: loc, Hosts: hosts, Rev: *rev}
+	s := &producers.Schedule{Every: *every, Daily: *daily, Location: loc, Hosts: producers.HostList(hosts...), Rev: *rev}
 	if err := s.Validate(); err != nil {
 		return usageErr(err)
 	}
@@ -43,6 +43,9 @@ func (c *scheduleCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
+	if len(hosts) == 0 {
+		s.Hosts = func(ctx context.Context) ([]string, error) { return servedHosts(ctx, conn) }
+	}
 	s.OnRequest = func(slot time.Time, id string, sent []producers.Sent, err error) {
 		if err != nil {
 			fmt.Fprintf(c.env.stderr, "%s: slot %s: upgrade %s not requested yet: %v\n", time.Now().Format(time.RFC3339), slot.Format(time.RFC3339), id, err)

@@ -66,7 +66,7 @@ func (c *upgradeCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	known, err := producers.ServedHosts(ctx, conn)
+	known, err := servedHosts(ctx, conn)
 	if err != nil {
 		return err
 	}
