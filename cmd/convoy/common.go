@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/projections"
 	"github.com/convoy-fleet/convoy/workers"
 )
 
@@ -94,6 +95,22 @@ func (e *env) connectAs(ctx context.Context, name string, maxWait time.Duration,
 			fmt.Fprintf(e.stderr, "convoy %s: bus not reachable at %s (%v); retrying in %s\n", name, url, err, next.Round(10*time.Millisecond))
 		},
 	})
+}
+
+// openFleet connects to the bus, waiting up to 5s, and opens the fleet's
+// status view, for the commands that read it. The caller closes the
+// connection.
+func (e *env) openFleet(ctx context.Context, name string) (*bus.Conn, *projections.Fleet, error) {
+	conn, err := e.connect(ctx, name, 5*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	fleet, err := projections.OpenFleet(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, fleet, nil
 }
 
 func (e *env) logger(level string) (*slog.Logger, error) {

@@ -65,15 +65,11 @@ func (c *historyCmd) Run(ctx context.Context, args []string) error {
 			q.Kinds = append(q.Kinds, events.Kind(strings.TrimPrefix(strings.TrimSpace(t), events.TypePrefix)))
 		}
 	}
-	conn, err := c.env.connect(ctx, "history", 5*time.Second)
+	conn, fleet, err := c.env.openFleet(ctx, "history")
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	fleet, err := projections.OpenFleet(ctx, conn)
-	if err != nil {
-		return err
-	}
 	n := 0
 	err = fleet.History(ctx, q, func(st bus.Stored) error {
 		n++

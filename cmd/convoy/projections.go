@@ -20,7 +20,7 @@ func (c *projectionsCmd) Run(ctx context.Context, args []string) error {
 	if len(pos) != 1 || pos[0] != "rebuild" {
 		return usageErr(errors.New("want: convoy projections rebuild"))
 	}
-	conn, err := c.env.connect(ctx, "projections", 5*time.Second)
+	conn, fleet, err := c.env.openFleet(ctx, "projections")
 	if err != nil {
 		return err
 	}
@@ -31,10 +31,6 @@ func (c *projectionsCmd) Run(ctx context.Context, args []string) error {
 	}
 	start := time.Now()
 	n, err := p.Rebuild(ctx)
-	if err != nil {
-		return err
-	}
-	fleet, err := projections.OpenFleet(ctx, conn)
 	if err != nil {
 		return err
 	}

@@ -26,15 +26,11 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 			return usageErr(err)
 		}
 	}
-	conn, err := c.env.connect(ctx, "status", 5*time.Second)
+	conn, fleet, err := c.env.openFleet(ctx, "status")
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	fleet, err := projections.OpenFleet(ctx, conn)
-	if err != nil {
-		return err
-	}
 	var sts []projections.Status
 	if len(hosts) == 0 {
 		if sts, err = fleet.All(ctx); err != nil {
