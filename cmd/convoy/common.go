@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
@@ -121,38 +122,14 @@ func (e *env) logger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
-// tabw writes aligned columns.
-type tabw struct {
-	w    io.Writer
-	rows [][]string
-}
+// table aligns the columns of the rows written to it, two spaces apart,
+// when flushed.
+func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
 
-func (t *tabw) row(cols ...string) { t.rows = append(t.rows, cols) }
-
-func (t *tabw) flush() {
-	var width []int
-	for _, r := range t.rows {
-		for i, c := range r {
-			if i >= len(width) {
-				width = append(width, 0)
-			}
-			width[i] = max(width[i], len([]rune(c)))
-		}
-	}
-	for _, r := range t.rows {
-		var b strings.Builder
-		for i, c := range r {
-			if i == len(r)-1 {
-				b.WriteString(c)
-				break
-			}
-			b.WriteString(c)
-			b.WriteString(strings.Repeat(" ", width[i]-len([]rune(c))+2))
-		}
-		fmt.Fprintln(t.w, strings.TrimRight(b.String(), " "))
-	}
-	t.rows = nil
-}
+// row writes one row of a table. The last cell is not padded; an empty one
+// would leave the row's other cells padded at its end, so tables print "-"
+// for nothing.
+func row(t *tabwriter.Writer, cells ...string) { fmt.Fprintln(t, strings.Join(cells, "\t")) }
 
 type versionCmd struct{ env *env }
 

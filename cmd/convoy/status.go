@@ -62,8 +62,8 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		fmt.Fprintln(c.env.stdout, "no hosts yet: start a worker (convoy worker --config FILE)")
 		return nil
 	}
-	t := &tabw{w: c.env.stdout}
-	t.row("HOST", "STATE", "STAGE", "COMMIT", "RESULT", "GOLDEN", "LAST UPGRADE", "WORKER", "UPDATED")
+	t := table(c.env.stdout)
+	row(t, "HOST", "STATE", "STAGE", "COMMIT", "RESULT", "GOLDEN", "LAST UPGRADE", "WORKER", "UPDATED")
 	for _, s := range sts {
 		last := s.LastResult
 		if last != "" && s.LastFailed != "" {
@@ -73,10 +73,9 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		if s.Golden == "" {
 			golden = "-"
 		}
-		t.row(s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), ago(s.Updated))
+		row(t, s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), ago(s.Updated))
 	}
-	t.flush()
-	return nil
+	return t.Flush()
 }
 
 func dash(s string) string {

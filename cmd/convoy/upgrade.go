@@ -163,8 +163,8 @@ func (c *upgradeCmd) report(id string, results map[string]*hostResult, asJSON, w
 			Hosts   []*hostResult `json:"hosts"`
 		}{id, list})
 	} else if waited || failed > 0 {
-		t := &tabw{w: c.env.stdout}
-		t.row("HOST", "RESULT", "COMMIT", "REASON")
+		t := table(c.env.stdout)
+		row(t, "HOST", "RESULT", "COMMIT", "REASON")
 		for _, r := range list {
 			res := r.Result
 			if res == "" {
@@ -173,9 +173,11 @@ func (c *upgradeCmd) report(id string, results map[string]*hostResult, asJSON, w
 			if r.Already {
 				res += " (earlier, same id)"
 			}
-			t.row(r.Host, res, short(r.Commit), r.Reason)
+			row(t, r.Host, res, dash(short(r.Commit)), dash(r.Reason))
 		}
-		t.flush()
+		if err := t.Flush(); err != nil {
+			return err
+		}
 	}
 	if failed > 0 {
 		return failedErr(fmt.Errorf("%d of %d host(s) did not upgrade: %w", failed, len(list), errSilent))
