@@ -16,14 +16,26 @@ import (
 	"github.com/convoy-fleet/convoy/workers"
 )
 
+// example is one invocation a command's -h shows: a whole command line and
+// what it does.
+type example struct{ does, cmd string }
+
 // flags returns a flag set for a command that reports errors instead of
-// exiting, and takes --nats like every command.
-func (e *env) flags(name, synopsis string) *flag.FlagSet {
+// exiting, and takes --nats like every command. Its -h shows the synopsis,
+// the flags and the examples; every command gives at least one.
+func (e *env) flags(name, synopsis string, examples ...example) *flag.FlagSet {
 	fs := flag.NewFlagSet("convoy "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "Usage: convoy %s\n\nFlags:\n", synopsis)
 		fs.PrintDefaults()
+		fmt.Fprint(e.stderr, "\nExamples:\n")
+		for i, x := range examples {
+			if i > 0 {
+				fmt.Fprintln(e.stderr)
+			}
+			fmt.Fprintf(e.stderr, "  # %s\n  %s\n", x.does, x.cmd)
+		}
 	}
 	fs.Func("nats", "NATS URL of the bus (env CONVOY_NATS_URL)", e.setter("nats", &e.nats))
 	fs.Func("nkey", "credential (nkey seed file) from convoy creds (env CONVOY_NKEY)", e.setter("nkey", &e.nkey))
@@ -133,7 +145,12 @@ func row(t *tabwriter.Writer, cells ...string) { fmt.Fprintln(t, strings.Join(ce
 
 type versionCmd struct{ env *env }
 
-func (c *versionCmd) Run(_ context.Context, _ []string) error {
+func (c *versionCmd) Run(_ context.Context, args []string) error {
+	fs := c.env.flags("version", "version",
+		example{"print the version this binary was built as", "convoy version"})
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
 	fmt.Fprintln(c.env.stdout, "convoy", version)
 	return nil
 }

@@ -16,7 +16,11 @@ type credsCmd struct{ env *env }
 // server's users file (a running server applies it within seconds) and
 // whose seed is written to -o, for the client alone.
 func (c *credsCmd) Run(_ context.Context, args []string) error {
-	fs := c.env.flags("creds", "creds add-host HOST|add-operator NAME|add-auditor NAME -o FILE [--data DIR]")
+	fs := c.env.flags("creds", "creds add-host HOST|add-operator NAME|add-auditor NAME -o FILE [--data DIR]",
+		example{"a credential for sorrow's worker, on the bus machine", "convoy creds add-host sorrow -o /root/sorrow.nk --data /var/lib/convoy/bus"},
+		example{"a credential for a person who requests upgrades", "convoy creds add-operator alice -o alice.nk --data /var/lib/convoy/bus"},
+		example{"a read-only credential for a dashboard", "convoy creds add-auditor grafana -o grafana.nk --data /var/lib/convoy/bus"},
+	)
 	out := fs.String("o", "", "file to write the credential (nkey seed) to; it must not exist")
 	data := fs.String("data", defaultDataDir(), "the server's data dir (its users file is DIR/users.json)")
 	pos, err := parse(fs, args)

@@ -23,7 +23,10 @@ type demoCmd struct{ env *env }
 // dir, and drives one upgrade that succeeds and one that fails and rolls
 // back, through the same code paths as `convoy upgrade` and `convoy status`.
 func (c *demoCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("demo", "demo [--keep] [--no-nix] [-v]")
+	fs := c.env.flags("demo", "demo [--keep] [--no-nix] [-v]",
+		example{"a fleet of two hosts in a temp dir: one upgrade succeeds, one fails and rolls back", "convoy demo"},
+		example{"the same with the workers' logs, keeping the temp dir to look at", "convoy demo --keep -v"},
+	)
 	keep := fs.Bool("keep", false, "keep the temp dir (bus data, repos, logs) and print its path")
 	verbose := fs.Bool("v", false, "show the workers' logs")
 	noNix := fs.Bool("no-nix", false, "use the command driver even when Nix is installed")

@@ -18,7 +18,10 @@ import (
 type goldenCmd struct{ env *env }
 
 func (c *goldenCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("golden", "golden show|pin HOST [--json] [--timeout D]")
+	fs := c.env.flags("golden", "golden show|pin HOST [--json] [--timeout D]",
+		example{"show the host's golden generation and the one it runs", "convoy golden show sorrow"},
+		example{"pin the generation the host runs as golden; wait up to 2 minutes for its worker", "convoy golden pin sorrow --timeout 2m"},
+	)
 	asJSON := fs.Bool("json", false, "print JSON")
 	timeout := fs.Duration("timeout", time.Minute, "pin: how long to wait for the worker's answer (exit 3)")
 	pos, err := parse(fs, args)
@@ -103,7 +106,10 @@ func (c *goldenCmd) pin(ctx context.Context, host string, timeout time.Duration)
 type bootCheckCmd struct{ env *env }
 
 func (c *bootCheckCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("boot-check", "boot-check --config FILE [--allow-root]")
+	fs := c.env.flags("boot-check", "boot-check --config FILE [--allow-root]",
+		example{"after boot: validate the running system, pin it as golden or fall back", "convoy boot-check --config /etc/convoy/worker.toml"},
+		example{"the same as root although system.elevation is set", "convoy boot-check --config /etc/convoy/worker.toml --allow-root"},
+	)
 	hf := addHostFlags(fs, "run as root although system.elevation is set")
 	if _, err := parse(fs, args); err != nil {
 		return err

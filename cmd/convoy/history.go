@@ -29,7 +29,11 @@ func parseSince(s string) (time.Time, error) {
 }
 
 func (c *historyCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("history", "history [HOST] [--upgrade ID] [--type KIND[,KIND]] [--since T] [--until T] [--json]")
+	fs := c.env.flags("history", "history [HOST] [--upgrade ID] [--type KIND[,KIND]] [--since T] [--until T] [--json]",
+		example{"what happened on one host in the last two hours", "convoy history sorrow --since 2h"},
+		example{"the request and every fact of one upgrade", "convoy history --upgrade 01M80APSTYVXCF8DA3FQ0RBP5B"},
+		example{"every failed build and every rollback since a time, as JSON lines", "convoy history --type build.failed,rollback --since 2026-11-22T04:00:00Z --json"},
+	)
 	upgrade := fs.String("upgrade", "", "only this upgrade id")
 	types := fs.String("type", "", "only these kinds, comma separated (build.failed, or a stage: build)")
 	since := fs.String("since", "", "from this time (RFC 3339) or this long ago (24h)")

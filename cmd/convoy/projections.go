@@ -12,7 +12,9 @@ import (
 type projectionsCmd struct{ env *env }
 
 func (c *projectionsCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("projections", "projections rebuild")
+	fs := c.env.flags("projections", "projections rebuild",
+		example{"recompute every host's status from the whole stream", "convoy projections rebuild"},
+	)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err

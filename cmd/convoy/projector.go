@@ -14,7 +14,9 @@ type projectorCmd struct{ env *env }
 // Run provisions an external NATS (the stream, the buckets) and keeps the
 // projections there: what `convoy server` does for its embedded bus.
 func (c *projectorCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("projector", "projector --nats URL [--replicas N]")
+	fs := c.env.flags("projector", "projector --nats URL [--replicas N]",
+		example{"provision your own 3-node NATS cluster and keep the status view there", "convoy projector --nats nats://nats1.example.org:4222 --nkey /etc/convoy/projector.nk --replicas 3"},
+	)
 	replicas := fs.Int("replicas", 1, "stream and bucket replicas when they are created (3 on a 3-node cluster)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parse(fs, args); err != nil {

@@ -30,7 +30,11 @@ func defaultDataDir() string {
 }
 
 func (c *serverCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("server", "server [--data DIR] [--listen HOST:PORT]")
+	fs := c.env.flags("server", "server [--data DIR] [--listen HOST:PORT]",
+		example{"run the bus and the projections on 127.0.0.1:4222, with the data in the default dir", "convoy server"},
+		example{"serve the fleet over the network: TLS, and credentials from convoy creds", "convoy server --listen 0.0.0.0:4222 --tls-cert /etc/convoy/bus.pem --tls-key /etc/convoy/bus-key.pem --data /var/lib/convoy/bus"},
+		example{"one node of a three-node cluster (run node2 and node3 likewise, with the same --routes)", "convoy server --name node1 --listen 10.0.0.1:4222 --tls-cert /etc/convoy/bus.pem --tls-key /etc/convoy/bus-key.pem --cluster convoy --cluster-listen 10.0.0.1:6222 --routes nats://10.0.0.1:6222,nats://10.0.0.2:6222,nats://10.0.0.3:6222 --replicas 3"},
+	)
 	data := fs.String("data", defaultDataDir(), "directory for JetStream's file storage")
 	listen := fs.String("listen", bus.DefaultListen, "address to listen on; beyond loopback, credentials and TLS are required")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

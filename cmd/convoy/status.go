@@ -15,7 +15,10 @@ import (
 type statusCmd struct{ env *env }
 
 func (c *statusCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("status", "status [HOST...] [--json]")
+	fs := c.env.flags("status", "status [HOST...] [--json]",
+		example{"show every host's state, commit and last upgrade", "convoy status"},
+		example{"one host, as JSON", "convoy status sorrow --json"},
+	)
 	asJSON := fs.Bool("json", false, "print JSON")
 	hosts, err := parse(fs, args)
 	if err != nil {

@@ -12,7 +12,10 @@ import (
 type watchCmd struct{ env *env }
 
 func (c *watchCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("watch", "watch [HOST...] [--json] [--all-history]")
+	fs := c.env.flags("watch", "watch [HOST...] [--json] [--all-history]",
+		example{"follow every host's events as they happen", "convoy watch"},
+		example{"one host's events from the first, then live, as JSON lines", "convoy watch sorrow --all-history --json"},
+	)
 	asJSON := fs.Bool("json", false, "print JSON lines")
 	from := fs.Bool("all-history", false, "start at the first event instead of now")
 	hosts, err := parse(fs, args)
