@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
-	"github.com/convoy-fleet/convoy/projections"
 )
 
 type projectorCmd struct{ env *env }
@@ -33,18 +32,11 @@ func (c *projectorCmd) Run(ctx context.Context, args []string) error {
 	if url == "" {
 		url = bus.DefaultURL
 	}
-	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: url, Name: "convoy projector", Replicas: *replicas, NKeyFile: c.env.nkey, CAFile: c.env.tlsCA, MaxWait: 30 * time.Second})
+	conn, proj, err := connectProjector(ctx, bus.ConnectConfig{URL: url, Name: "convoy projector", Replicas: *replicas, NKeyFile: c.env.nkey, CAFile: c.env.tlsCA, MaxWait: 30 * time.Second}, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if err := provision(ctx, conn, log); err != nil {
-		return err
-	}
-	proj, err := projections.NewProjector(ctx, conn)
-	if err != nil {
-		return err
-	}
 	log.Info("convoy projector running", "url", url, "replicas", *replicas)
 	return runProjector(ctx, proj, log)
 }

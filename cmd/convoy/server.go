@@ -95,19 +95,11 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer srv.Shutdown()
-	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: srv.InternalURL(), Name: "convoy server", MaxWait: 5 * time.Second, Replicas: *replicas, Options: srv.ClientOptions()})
+	conn, proj, err := connectProjector(ctx, bus.ConnectConfig{URL: srv.InternalURL(), Name: "convoy server", MaxWait: 5 * time.Second, Replicas: *replicas, Options: srv.ClientOptions()}, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	// A cluster can provision only once its nodes have elected a leader.
-	if err := provision(ctx, conn, log); err != nil {
-		return err
-	}
-	proj, err := projections.NewProjector(ctx, conn)
-	if err != nil {
-		return err
-	}
 	log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always", "auth", *auth, "tls", *tlsCert != "")
 	fmt.Fprintf(c.env.stdout, "convoy server listening on %s (data in %s)\n", srv.ClientURL(), *data)
 	if *auth {
@@ -130,6 +122,27 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	err = g.Run()
 	log.Info("convoy server stopped")
 	return err
+}
+
+// connectProjector connects to the bus, provisions it, and returns the
+// projector that keeps its status view: the start of convoy server and
+// convoy projector. The caller closes the connection.
+func connectProjector(ctx context.Context, cfg bus.ConnectConfig, log *slog.Logger) (*bus.Conn, *projections.Projector, error) {
+	conn, err := bus.Connect(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A cluster can provision only once its nodes have elected a leader.
+	if err := provision(ctx, conn, log); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	proj, err := projections.NewProjector(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, proj, nil
 }
 
 // provision creates the stream and buckets, retrying while a cluster
