@@ -11,6 +11,8 @@ import (
 
 type projectionsCmd struct{ env *env }
 
+// Run recomputes every host's status from the whole stream and replaces
+// the view; it is safe while convoy server runs its projector.
 func (c *projectionsCmd) Run(ctx context.Context, args []string) error {
 	fs := c.env.flags("projections", "projections rebuild",
 		example{"recompute every host's status from the whole stream", "convoy projections rebuild"},

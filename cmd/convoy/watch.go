@@ -11,6 +11,8 @@ import (
 
 type watchCmd struct{ env *env }
 
+// Run prints the hosts' facts and requests as they are stored, from now
+// (or from the first event) until ctx is done, and then returns nil.
 func (c *watchCmd) Run(ctx context.Context, args []string) error {
 	fs := c.env.flags("watch", "watch [HOST...] [--json] [--all-history]",
 		example{"follow every host's events as they happen", "convoy watch"},
