@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/convoy-fleet/convoy/workers/sandbox"
+	"github.com/convoy-fleet/convoy/workers/sandbox/sandboxtest"
 )
 
 // The seed's scenarios on real Nix: Debian's nix-bin builds the hosts'
@@ -25,7 +26,7 @@ const (
 )
 
 // needNix skips without Nix, and fails when CONVOY_REQUIRE_NIX=1 (CI).
-func needNix(t *testing.T) { sandbox.NeedNix(t) }
+func needNix(t *testing.T) { sandboxtest.NeedNix(t) }
 
 // generations lists the host profile's generations as nix-env does.
 func generations(t *testing.T, h *sandbox.Host) []string {
@@ -76,8 +77,8 @@ func TestNixUpgradesAddGenerations(t *testing.T) {
 				t.Fatalf("%s HEAD %s, want %s", host, head, c)
 			}
 			sw := find(t, r.facts(host, sum.Upgrade), "switch.succeeded")
-			if sw.Generation != i+1 || sw.Result != h.RunningSystem(t) || !strings.HasSuffix(sw.Result, "-nixos-system-"+host) {
-				t.Fatalf("%s switch.succeeded: generation %d result %s; profile at %s", host, sw.Generation, sw.Result, h.RunningSystem(t))
+			if sw.Generation != i+1 || sw.Result != sandboxtest.RunningSystem(t, h) || !strings.HasSuffix(sw.Result, "-nixos-system-"+host) {
+				t.Fatalf("%s switch.succeeded: generation %d result %s; profile at %s", host, sw.Generation, sw.Result, sandboxtest.RunningSystem(t, h))
 			}
 			if acts := h.Activations(); len(acts) != i+1 || acts[i] != "switch "+sw.Result {
 				t.Fatalf("%s activations %q", host, acts)
@@ -85,7 +86,7 @@ func TestNixUpgradesAddGenerations(t *testing.T) {
 		}
 	}
 	st := r.waitStatus("sorrow", "generation 2", func(s hostStatus) bool { return s.Generation == 2 })
-	if st.Result != r.fleet.Hosts["sorrow"].RunningSystem(t) {
+	if st.Result != sandboxtest.RunningSystem(t, r.fleet.Hosts["sorrow"]) {
 		t.Fatalf("status result %s", st.Result)
 	}
 }
@@ -128,7 +129,7 @@ func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
 	h := r.fleet.Hosts["sorrow"]
 	r.commit(nixV1, "v1")
 	r.upgrade(exitOK, "sorrow", "--wait", "--timeout", "90s")
-	good := h.RunningSystem(t)
+	good := sandboxtest.RunningSystem(t, h)
 	r.commit("{ services.openssh.enable = true; broken-at-runtime = true; }\n", "sshd will not come up")
 	sum := r.upgrade(exitFailed, "sorrow", "--wait", "--timeout", "90s")
 	facts := r.facts("sorrow", sum.Upgrade)
@@ -136,7 +137,7 @@ func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
 	if rb := find(t, facts, "rollback.succeeded"); rb.Generation != 1 || rb.Result != good {
 		t.Fatalf("rollback.succeeded: generation %d result %s, want 1 %s", rb.Generation, rb.Result, good)
 	}
-	if cur := h.RunningSystem(t); cur != good {
+	if cur := sandboxtest.RunningSystem(t, h); cur != good {
 		t.Fatalf("profile at %s, want %s", cur, good)
 	}
 	if acts := h.Activations(); acts[len(acts)-1] != "switch "+good {
@@ -156,7 +157,7 @@ func TestNixGoldenPinAndBootFallback(t *testing.T) {
 	r.startWorker("sorrow")
 	r.commit(nixV1, "v1")
 	r.upgrade(exitOK, "sorrow", "--wait", "--timeout", "90s")
-	golden := h.RunningSystem(t)
+	golden := sandboxtest.RunningSystem(t, h)
 
 	// Test 5: reboot; the boot check validates and pins.
 	r.stopWorker("sorrow")
@@ -180,7 +181,7 @@ func TestNixGoldenPinAndBootFallback(t *testing.T) {
 	r.startWorker("sorrow")
 	r.commit(nixV2, "v2")
 	r.upgrade(exitOK, "sorrow", "--wait", "--timeout", "90s")
-	bad := h.RunningSystem(t)
+	bad := sandboxtest.RunningSystem(t, h)
 	// A pin request for a generation that never passed a boot check is refused.
 	pin := r.convoy("golden", "pin", "sorrow", "--timeout", "30s")
 	wantExit(t, pin, exitFailed)
@@ -193,7 +194,7 @@ func TestNixGoldenPinAndBootFallback(t *testing.T) {
 	}
 	res = r.bootCheck("sorrow")
 	wantExit(t, res, exitFailed)
-	if cur := h.RunningSystem(t); cur != bad {
+	if cur := sandboxtest.RunningSystem(t, h); cur != bad {
 		t.Fatalf("one failed boot already moved the profile to %s", cur)
 	}
 	// The old generation's link goes, as nix-collect-garbage -d does on
@@ -212,7 +213,7 @@ func TestNixGoldenPinAndBootFallback(t *testing.T) {
 	if !strings.Contains(res.stdout, "golden "+golden+" is now current") {
 		t.Fatalf("second failed boot: %s", res)
 	}
-	if cur := h.RunningSystem(t); cur != golden {
+	if cur := sandboxtest.RunningSystem(t, h); cur != golden {
 		t.Fatalf("profile at %s, want golden %s", cur, golden)
 	}
 	if acts := h.Activations(); acts[len(acts)-1] != "boot "+golden {
@@ -252,7 +253,7 @@ func TestNixBootCheckWithTheBusDown(t *testing.T) {
 	r.startWorker("torment")
 	r.commit(nixV1, "v1")
 	r.upgrade(exitOK, "torment", "--wait", "--timeout", "90s")
-	running := h.RunningSystem(t)
+	running := sandboxtest.RunningSystem(t, h)
 	r.stopWorker("torment")
 	r.stopServer(syscall.SIGTERM)
 

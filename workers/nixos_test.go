@@ -11,6 +11,7 @@ import (
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/workers"
 	"github.com/convoy-fleet/convoy/workers/sandbox"
+	"github.com/convoy-fleet/convoy/workers/sandbox/sandboxtest"
 )
 
 // generations lists the host profile's generations as nix-env does.
@@ -24,7 +25,7 @@ func generations(t *testing.T, h *sandbox.Host) []string {
 }
 
 func TestNixUpgradeAddsAGenerationPerUpgrade(t *testing.T) {
-	sandbox.NeedNix(t)
+	sandboxtest.NeedNix(t)
 	t.Parallel()
 	r := newRig(t, sandbox.Options{Nix: true}, "sorrow")
 	r.start(t, "sorrow")
@@ -42,8 +43,8 @@ func TestNixUpgradeAddsAGenerationPerUpgrade(t *testing.T) {
 	}
 	sw := bustest.Expect(t, r.conn, "sorrow", events.SwitchSucceeded)
 	f, _ := sw.Event.Fact()
-	if f.Generation != 2 || f.Result != h.RunningSystem(t) || !strings.Contains(f.Result, "-nixos-system-sorrow") {
-		t.Fatalf("switch.succeeded: generation %d result %s; profile at %s", f.Generation, f.Result, h.RunningSystem(t))
+	if f.Generation != 2 || f.Result != sandboxtest.RunningSystem(t, h) || !strings.Contains(f.Result, "-nixos-system-sorrow") {
+		t.Fatalf("switch.succeeded: generation %d result %s; profile at %s", f.Generation, f.Result, sandboxtest.RunningSystem(t, h))
 	}
 	if acts := h.Activations(); len(acts) != 2 || acts[1] != "switch "+f.Result {
 		t.Fatalf("activations %q", acts)
@@ -51,7 +52,7 @@ func TestNixUpgradeAddsAGenerationPerUpgrade(t *testing.T) {
 }
 
 func TestNixSyntaxErrorFailsTheBuild(t *testing.T) {
-	sandbox.NeedNix(t)
+	sandboxtest.NeedNix(t)
 	t.Parallel()
 	r := newRig(t, sandbox.Options{Nix: true}, "torment")
 	r.start(t, "torment")
@@ -84,7 +85,7 @@ func TestNixSyntaxErrorFailsTheBuild(t *testing.T) {
 }
 
 func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
-	sandbox.NeedNix(t)
+	sandboxtest.NeedNix(t)
 	t.Parallel()
 	r := newRig(t, sandbox.Options{Nix: true, HealthChecks: []string{"! grep -q broken-service configuration.nix"}}, "sorrow")
 	r.start(t, "sorrow")
@@ -92,7 +93,7 @@ func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
 	if got := r.upgrade(t, "sorrow", ""); got[len(got)-1] != events.UpgradeSucceeded {
 		t.Fatalf("first upgrade: %v", got)
 	}
-	good := h.RunningSystem(t)
+	good := sandboxtest.RunningSystem(t, h)
 	if _, err := r.fleet.Commit("{ services.broken-service.enable = true; }\n", "break health"); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
 	if !slices.Equal(got, []events.Kind{events.UpgradeStarted, events.PullSucceeded, events.BuildSucceeded, events.SwitchSucceeded, events.HealthFailed, events.RollbackSucceeded, events.UpgradeFailed}) {
 		t.Fatalf("facts %v", got)
 	}
-	if cur := h.RunningSystem(t); cur != good {
+	if cur := sandboxtest.RunningSystem(t, h); cur != good {
 		t.Fatalf("profile at %s after rollback, want %s", cur, good)
 	}
 	rb := bustest.Expect(t, r.conn, "sorrow", events.RollbackSucceeded)
@@ -115,7 +116,7 @@ func TestNixHealthFailureReturnsToThePreviousGeneration(t *testing.T) {
 }
 
 func TestBootCheckPinsGoldenAndFallsBackAfterRepeatedFailures(t *testing.T) {
-	sandbox.NeedNix(t)
+	sandboxtest.NeedNix(t)
 	t.Parallel()
 	r := newRig(t, sandbox.Options{Nix: true}, "sorrow")
 	h := r.fleet.Hosts["sorrow"]
@@ -130,7 +131,7 @@ func TestBootCheckPinsGoldenAndFallsBackAfterRepeatedFailures(t *testing.T) {
 	if got := r.upgrade(t, "sorrow", ""); got[len(got)-1] != events.UpgradeSucceeded {
 		t.Fatalf("first upgrade: %v", got)
 	}
-	golden := h.RunningSystem(t)
+	golden := sandboxtest.RunningSystem(t, h)
 	r.stopAll(t)
 
 	// A validated boot pins the running generation.
@@ -150,7 +151,7 @@ func TestBootCheckPinsGoldenAndFallsBackAfterRepeatedFailures(t *testing.T) {
 	if got := r.upgrade(t, "sorrow", ""); got[len(got)-1] != events.UpgradeSucceeded {
 		t.Fatalf("second upgrade: %v", got)
 	}
-	bad := h.RunningSystem(t)
+	bad := sandboxtest.RunningSystem(t, h)
 	r.stopAll(t)
 	if err := h.FailService("sshd.service"); err != nil {
 		t.Fatal(err)
@@ -185,7 +186,7 @@ func TestBootCheckPinsGoldenAndFallsBackAfterRepeatedFailures(t *testing.T) {
 	if err == nil || br.Failures != 2 || br.Restored != golden {
 		t.Fatalf("second failed boot: %+v %v", br, err)
 	}
-	if cur := h.RunningSystem(t); cur != golden {
+	if cur := sandboxtest.RunningSystem(t, h); cur != golden {
 		t.Fatalf("profile at %s, want golden %s (bad was %s)", cur, golden, bad)
 	}
 	acts := h.Activations()

@@ -8,20 +8,34 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/projections"
 	"github.com/convoy-fleet/convoy/workers"
 )
 
+// example is one invocation a command's -h shows: a whole command line and
+// what it does.
+type example struct{ does, cmd string }
+
 // flags returns a flag set for a command that reports errors instead of
-// exiting, and takes --nats like every command.
-func (e *env) flags(name, synopsis string) *flag.FlagSet {
+// exiting, and takes --nats like every command. Its -h shows the synopsis,
+// the flags and the examples; every command gives at least one.
+func (e *env) flags(name, synopsis string, examples ...example) *flag.FlagSet {
 	fs := flag.NewFlagSet("convoy "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "Usage: convoy %s\n\nFlags:\n", synopsis)
 		fs.PrintDefaults()
+		fmt.Fprint(e.stderr, "\nExamples:\n")
+		for i, x := range examples {
+			if i > 0 {
+				fmt.Fprintln(e.stderr)
+			}
+			fmt.Fprintf(e.stderr, "  # %s\n  %s\n", x.does, x.cmd)
+		}
 	}
 	fs.Func("nats", "NATS URL of the bus (env CONVOY_NATS_URL)", e.setter("nats", &e.nats))
 	fs.Func("nkey", "credential (nkey seed file) from convoy creds (env CONVOY_NKEY)", e.setter("nkey", &e.nkey))
@@ -96,6 +110,22 @@ func (e *env) connectAs(ctx context.Context, name string, maxWait time.Duration,
 	})
 }
 
+// openFleet connects to the bus, waiting up to 5s, and opens the fleet's
+// status view, for the commands that read it. The caller closes the
+// connection.
+func (e *env) openFleet(ctx context.Context, name string) (*bus.Conn, *projections.Fleet, error) {
+	conn, err := e.connect(ctx, name, 5*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	fleet, err := projections.OpenFleet(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, fleet, nil
+}
+
 func (e *env) logger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -104,42 +134,23 @@ func (e *env) logger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
-// tabw writes aligned columns.
-type tabw struct {
-	w    io.Writer
-	rows [][]string
-}
+// table aligns the columns of the rows written to it, two spaces apart,
+// when flushed.
+func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
 
-func (t *tabw) row(cols ...string) { t.rows = append(t.rows, cols) }
-
-func (t *tabw) flush() {
-	var width []int
-	for _, r := range t.rows {
-		for i, c := range r {
-			if i >= len(width) {
-				width = append(width, 0)
-			}
-			width[i] = max(width[i], len([]rune(c)))
-		}
-	}
-	for _, r := range t.rows {
-		var b strings.Builder
-		for i, c := range r {
-			if i == len(r)-1 {
-				b.WriteString(c)
-				break
-			}
-			b.WriteString(c)
-			b.WriteString(strings.Repeat(" ", width[i]-len([]rune(c))+2))
-		}
-		fmt.Fprintln(t.w, strings.TrimRight(b.String(), " "))
-	}
-	t.rows = nil
-}
+// row writes one row of a table. The last cell is not padded; an empty one
+// would leave the row's other cells padded at its end, so tables print "-"
+// for nothing.
+func row(t *tabwriter.Writer, cells ...string) { fmt.Fprintln(t, strings.Join(cells, "\t")) }
 
 type versionCmd struct{ env *env }
 
-func (c *versionCmd) Run(_ context.Context, _ []string) error {
+func (c *versionCmd) Run(_ context.Context, args []string) error {
+	fs := c.env.flags("version", "version",
+		example{"print the version this binary was built as", "convoy version"})
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
 	fmt.Fprintln(c.env.stdout, "convoy", version)
 	return nil
 }

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
-	"github.com/convoy-fleet/convoy/projections"
 )
 
 type credsCmd struct{ env *env }
@@ -18,7 +16,11 @@ type credsCmd struct{ env *env }
 // server's users file (a running server applies it within seconds) and
 // whose seed is written to -o, for the client alone.
 func (c *credsCmd) Run(_ context.Context, args []string) error {
-	fs := c.env.flags("creds", "creds add-host HOST|add-operator NAME|add-auditor NAME -o FILE [--data DIR]")
+	fs := c.env.flags("creds", "creds add-host HOST|add-operator NAME|add-auditor NAME -o FILE [--data DIR]",
+		example{"a credential for sorrow's worker, on the bus machine", "convoy creds add-host sorrow -o /root/sorrow.nk --data /var/lib/convoy/bus"},
+		example{"a credential for a person who requests upgrades", "convoy creds add-operator alice -o alice.nk --data /var/lib/convoy/bus"},
+		example{"a read-only credential for a dashboard", "convoy creds add-auditor grafana -o grafana.nk --data /var/lib/convoy/bus"},
+	)
 	out := fs.String("o", "", "file to write the credential (nkey seed) to; it must not exist")
 	data := fs.String("data", defaultDataDir(), "the server's data dir (its users file is DIR/users.json)")
 	pos, err := parse(fs, args)
@@ -63,42 +65,4 @@ func (c *credsCmd) Run(_ context.Context, args []string) error {
 		fmt.Fprintf(c.env.stdout, "use it with --nkey %s (or CONVOY_NKEY), or with the nats CLI: nats --nkey %s\n", *out, *out)
 	}
 	return nil
-}
-
-type projectorCmd struct{ env *env }
-
-// Run provisions an external NATS (the stream, the buckets) and keeps the
-// projections there: what `convoy server` does for its embedded bus.
-func (c *projectorCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("projector", "projector --nats URL [--replicas N]")
-	replicas := fs.Int("replicas", 1, "stream and bucket replicas when they are created (3 on a 3-node cluster)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if *replicas < 1 || *replicas > 5 {
-		return usageErr(fmt.Errorf("--replicas %d: want 1 to 5", *replicas))
-	}
-	log, err := c.env.logger(*logLevel)
-	if err != nil {
-		return err
-	}
-	url := c.env.nats
-	if url == "" {
-		url = bus.DefaultURL
-	}
-	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: url, Name: "convoy projector", Replicas: *replicas, NKeyFile: c.env.nkey, CAFile: c.env.tlsCA, MaxWait: 30 * time.Second})
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if err := provision(ctx, conn, log); err != nil {
-		return err
-	}
-	proj, err := projections.NewProjector(ctx, conn)
-	if err != nil {
-		return err
-	}
-	log.Info("convoy projector running", "url", url, "replicas", *replicas)
-	return runProjector(ctx, proj, log)
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	rungroup "github.com/oklog/run"
+
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/projections"
@@ -19,11 +21,17 @@ import (
 
 type demoCmd struct{ env *env }
 
+// step prints the heading of a step of the demo.
+func step(out io.Writer, format string, a ...any) { fmt.Fprintf(out, "\n== "+format+"\n", a...) }
+
 // Run starts an embedded bus, a nix-config remote and two hosts in a temp
 // dir, and drives one upgrade that succeeds and one that fails and rolls
 // back, through the same code paths as `convoy upgrade` and `convoy status`.
 func (c *demoCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("demo", "demo [--keep] [--no-nix] [-v]")
+	fs := c.env.flags("demo", "demo [--keep] [--no-nix] [-v]",
+		example{"a fleet of two hosts in a temp dir: one upgrade succeeds, one fails and rolls back", "convoy demo"},
+		example{"the same with the workers' logs, keeping the temp dir to look at", "convoy demo --keep -v"},
+	)
 	keep := fs.Bool("keep", false, "keep the temp dir (bus data, repos, logs) and print its path")
 	verbose := fs.Bool("v", false, "show the workers' logs")
 	noNix := fs.Bool("no-nix", false, "use the command driver even when Nix is installed")
@@ -43,8 +51,7 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 
-	step := func(format string, a ...any) { fmt.Fprintf(out, "\n== "+format+"\n", a...) }
-	step("starting an embedded JetStream bus in %s", filepath.Join(dir, "bus"))
+	step(out, "starting an embedded JetStream bus in %s", filepath.Join(dir, "bus"))
 	srv, err := bus.StartServer(bus.ServerConfig{DataDir: filepath.Join(dir, "bus"), Listen: "127.0.0.1:0"})
 	if err != nil {
 		return err
@@ -62,14 +69,10 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	pctx, pstop := context.WithCancel(ctx)
-	pdone := make(chan struct{})
-	go func() { defer close(pdone); _ = proj.Run(pctx) }()
-	defer func() { pstop(); <-pdone }()
 
 	hosts := []string{"sorrow", "torment"}
 	useNix := !*noNix && sandbox.HaveNix() == nil
-	step("creating a nix-config remote, a secrets remote and checkouts for %v", hosts)
+	step(out, "creating a nix-config remote, a secrets remote and checkouts for %v", hosts)
 	fleet, err := sandbox.New(filepath.Join(dir, "fleet"), hosts, sandbox.Options{
 		NATS:             srv.ClientURL(),
 		PreUpdateHooks:   []string{"echo pre-update hook: syncing dotfiles"},
@@ -89,8 +92,16 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 		logOut = c.env.stderr
 	}
 	log := slog.New(slog.NewTextHandler(logOut, nil))
-	wctx, wstop := context.WithCancel(ctx)
-	wdone := make(chan error, len(hosts))
+
+	// The projector and the workers run until the script ends. Only the
+	// script watches ctx (the timeout, Ctrl-C), so its result is the
+	// demo's; a part that stops before it is an error.
+	var g rungroup.Group
+	parts := context.WithoutCancel(ctx)
+	{
+		ctx, cancel := context.WithCancel(parts)
+		g.Add(func() error { return stopped("projector", runProjector(ctx, proj, log)) }, func(error) { cancel() })
+	}
 	for _, h := range hosts {
 		var nixEnv []string
 		if useNix {
@@ -98,22 +109,35 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 		}
 		cfg, err := workers.LoadConfig(fleet.Hosts[h].Config)
 		if err != nil {
-			wstop()
 			return err
 		}
 		w, err := workers.New(workers.Options{Config: cfg, Conn: conn, Logger: log, Version: version, Env: nixEnv})
 		if err != nil {
-			wstop()
 			return err
 		}
-		go func() { wdone <- w.Run(wctx) }()
+		ctx, cancel := context.WithCancel(parts)
+		g.Add(func() error { return stopped("worker "+h, w.Run(ctx)) }, func(error) { cancel() })
 	}
-	defer func() {
-		wstop()
-		for range hosts {
-			<-wdone
-		}
-	}()
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return c.script(ctx, conn, srv.ClientURL(), fleet, hosts) }, func(error) { cancel() })
+	}
+	return g.Run()
+}
+
+// stopped is the error of a part of the demo that returned err before the
+// script ended.
+func stopped(part string, err error) error {
+	if err == nil {
+		return fmt.Errorf("%s stopped", part)
+	}
+	return fmt.Errorf("%s: %w", part, err)
+}
+
+// script drives the demo once the workers run: the two upgrades, the
+// hosts' git state after the rollback, and the fleet's status.
+func (c *demoCmd) script(ctx context.Context, conn *bus.Conn, url string, fleet *sandbox.Fleet, hosts []string) error {
+	out := c.env.stdout
 	for _, h := range hosts {
 		if err := waitFor(ctx, conn, h, events.WorkerStarted); err != nil {
 			return err
@@ -121,12 +145,12 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(out, "workers for %v are serving their requests\n", hosts)
 
-	sub := &env{stdout: out, stderr: c.env.stderr, nats: srv.ClientURL()}
+	sub := &env{stdout: out, stderr: c.env.stderr, nats: url}
 	good, err := fleet.Commit("{ services.openssh.enable = true; services.tailscale.enable = true; }\n", "enable tailscale")
 	if err != nil {
 		return err
 	}
-	step("upgrade 1: commit %s enables tailscale; convoy upgrade --all --wait", short(good))
+	step(out, "upgrade 1: commit %s enables tailscale; convoy upgrade --all --wait", short(good))
 	if err := (&upgradeCmd{env: sub}).Run(ctx, []string{"--all", "--wait", "--timeout", "1m"}); err != nil {
 		return fmt.Errorf("the good upgrade did not succeed: %w", err)
 	}
@@ -134,12 +158,12 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	step("upgrade 2: commit %s has a syntax error; the build fails and both hosts roll back", short(bad))
+	step(out, "upgrade 2: commit %s has a syntax error; the build fails and both hosts roll back", short(bad))
 	err = (&upgradeCmd{env: sub}).Run(ctx, []string{"--all", "--wait", "--timeout", "1m"})
 	if exitCode(err) != exitFailed {
 		return fmt.Errorf("the broken upgrade should have failed, got: %v", err)
 	}
-	step("git state after the rollback")
+	step(out, "git state after the rollback")
 	for _, h := range hosts {
 		head, _, err := fleet.Hosts[h].Head()
 		if err != nil {
@@ -151,7 +175,7 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(out, "%-8s HEAD %s (%s); running %s\n", h, short(head), verdict, filepath.Base(fleet.Hosts[h].Running()))
 	}
-	step("fleet status (convoy status)")
+	step(out, "fleet status (convoy status)")
 	if err := waitCaughtUp(ctx, conn); err != nil {
 		return err
 	}

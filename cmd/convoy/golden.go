@@ -18,7 +18,10 @@ import (
 type goldenCmd struct{ env *env }
 
 func (c *goldenCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("golden", "golden show|pin HOST [--json] [--timeout D]")
+	fs := c.env.flags("golden", "golden show|pin HOST [--json] [--timeout D]",
+		example{"show the host's golden generation and the one it runs", "convoy golden show sorrow"},
+		example{"pin the generation the host runs as golden; wait up to 2 minutes for its worker", "convoy golden pin sorrow --timeout 2m"},
+	)
 	asJSON := fs.Bool("json", false, "print JSON")
 	timeout := fs.Duration("timeout", time.Minute, "pin: how long to wait for the worker's answer (exit 3)")
 	pos, err := parse(fs, args)
@@ -32,39 +35,51 @@ func (c *goldenCmd) Run(ctx context.Context, args []string) error {
 	if err := events.ValidateHost(host); err != nil {
 		return usageErr(err)
 	}
+	if pos[0] == "show" {
+		return c.show(ctx, host, *asJSON)
+	}
+	return c.pin(ctx, host, *timeout)
+}
+
+// show prints the host's golden and running generations from the fleet view.
+func (c *goldenCmd) show(ctx context.Context, host string, asJSON bool) error {
+	conn, fleet, err := c.env.openFleet(ctx, "golden")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	s, err := fleet.Host(ctx, host)
+	if errors.Is(err, projections.ErrUnknownHost) {
+		return usageErr(err)
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(c.env.stdout).Encode(map[string]any{"host": host, "golden": s.Golden, "golden_generation": s.GoldenGeneration, "result": s.Result, "generation": s.Generation})
+	}
+	if s.Golden == "" {
+		fmt.Fprintf(c.env.stdout, "%s: no golden generation pinned yet (it is pinned after a validated boot, or with convoy golden pin %s)\n", host, host)
+		return nil
+	}
+	fmt.Fprintf(c.env.stdout, "%s: golden generation %d %s\n%s: running generation %d %s\n", host, s.GoldenGeneration, s.Golden, host, s.Generation, s.Result)
+	return nil
+}
+
+// pin asks the host's worker to pin its running generation as golden and
+// waits up to timeout for its answer.
+func (c *goldenCmd) pin(ctx context.Context, host string, timeout time.Duration) error {
 	conn, err := c.env.connect(ctx, "golden", 5*time.Second)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if pos[0] == "show" {
-		fleet, err := projections.OpenFleet(ctx, conn)
-		if err != nil {
-			return err
-		}
-		s, err := fleet.Host(ctx, host)
-		if errors.Is(err, projections.ErrUnknownHost) {
-			return usageErr(err)
-		}
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return json.NewEncoder(c.env.stdout).Encode(map[string]any{"host": host, "golden": s.Golden, "golden_generation": s.GoldenGeneration, "result": s.Result, "generation": s.Generation})
-		}
-		if s.Golden == "" {
-			fmt.Fprintf(c.env.stdout, "%s: no golden generation pinned yet (it is pinned after a validated boot, or with convoy golden pin %s)\n", host, host)
-			return nil
-		}
-		fmt.Fprintf(c.env.stdout, "%s: golden generation %d %s\n%s: running generation %d %s\n", host, s.GoldenGeneration, s.Golden, host, s.Generation, s.Result)
-		return nil
-	}
 	id, seq, err := producers.Pin(ctx, conn, host, requester())
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(c.env.stderr, "pin %s requested from %s's worker\n", id, host)
-	wctx, cancel := context.WithTimeout(ctx, *timeout)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var got bus.Stored
 	errDone := errors.New("done")
@@ -77,7 +92,7 @@ func (c *goldenCmd) Run(ctx context.Context, args []string) error {
 	})
 	if !errors.Is(err, errDone) {
 		if errors.Is(wctx.Err(), context.DeadlineExceeded) {
-			return timeoutErr(fmt.Errorf("no answer from %s's worker after %s (is it running?); the request stays queued for it", host, *timeout))
+			return timeoutErr(fmt.Errorf("no answer from %s's worker after %s (is it running?); the request stays queued for it", host, timeout))
 		}
 		return err
 	}
@@ -91,7 +106,10 @@ func (c *goldenCmd) Run(ctx context.Context, args []string) error {
 type bootCheckCmd struct{ env *env }
 
 func (c *bootCheckCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("boot-check", "boot-check --config FILE [--allow-root]")
+	fs := c.env.flags("boot-check", "boot-check --config FILE [--allow-root]",
+		example{"after boot: validate the running system, pin it as golden or fall back", "convoy boot-check --config /etc/convoy/worker.toml"},
+		example{"the same as root although system.elevation is set", "convoy boot-check --config /etc/convoy/worker.toml --allow-root"},
+	)
 	hf := addHostFlags(fs, "run as root although system.elevation is set")
 	if _, err := parse(fs, args); err != nil {
 		return err

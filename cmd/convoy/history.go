@@ -29,7 +29,11 @@ func parseSince(s string) (time.Time, error) {
 }
 
 func (c *historyCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("history", "history [HOST] [--upgrade ID] [--type KIND[,KIND]] [--since T] [--until T] [--json]")
+	fs := c.env.flags("history", "history [HOST] [--upgrade ID] [--type KIND[,KIND]] [--since T] [--until T] [--json]",
+		example{"what happened on one host in the last two hours", "convoy history sorrow --since 2h"},
+		example{"the request and every fact of one upgrade", "convoy history --upgrade 01M80APSTYVXCF8DA3FQ0RBP5B"},
+		example{"every failed build and every rollback since a time, as JSON lines", "convoy history --type build.failed,rollback --since 2026-11-22T04:00:00Z --json"},
+	)
 	upgrade := fs.String("upgrade", "", "only this upgrade id")
 	types := fs.String("type", "", "only these kinds, comma separated (build.failed, or a stage: build)")
 	since := fs.String("since", "", "from this time (RFC 3339) or this long ago (24h)")
@@ -65,15 +69,11 @@ func (c *historyCmd) Run(ctx context.Context, args []string) error {
 			q.Kinds = append(q.Kinds, events.Kind(strings.TrimPrefix(strings.TrimSpace(t), events.TypePrefix)))
 		}
 	}
-	conn, err := c.env.connect(ctx, "history", 5*time.Second)
+	conn, fleet, err := c.env.openFleet(ctx, "history")
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	fleet, err := projections.OpenFleet(ctx, conn)
-	if err != nil {
-		return err
-	}
 	n := 0
 	err = fleet.History(ctx, q, func(st bus.Stored) error {
 		n++
@@ -92,83 +92,5 @@ func (c *historyCmd) Run(ctx context.Context, args []string) error {
 	if n == 0 && !*asJSON {
 		fmt.Fprintln(c.env.stderr, "no events match")
 	}
-	return nil
-}
-
-type watchCmd struct{ env *env }
-
-func (c *watchCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("watch", "watch [HOST...] [--json] [--all-history]")
-	asJSON := fs.Bool("json", false, "print JSON lines")
-	from := fs.Bool("all-history", false, "start at the first event instead of now")
-	hosts, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	filters := []string{events.AllHostFacts, events.AllRequests}
-	if len(hosts) > 0 {
-		filters = nil
-		for _, h := range hosts {
-			if err := events.ValidateHost(h); err != nil {
-				return usageErr(err)
-			}
-			filters = append(filters, events.HostFacts(h), events.HostRequests(h))
-		}
-	}
-	conn, err := c.env.connect(ctx, "watch", 5*time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if !*asJSON {
-		fmt.Fprintln(c.env.stderr, "watching; Ctrl-C to stop")
-	}
-	err = conn.Follow(ctx, filters, bus.From{New: !*from}, func(st bus.Stored) error {
-		if *asJSON {
-			return printJSON(c.env.stdout, st)
-		}
-		printFact(c.env.stdout, st)
-		return nil
-	})
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
-type projectionsCmd struct{ env *env }
-
-func (c *projectionsCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("projections", "projections rebuild")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 || pos[0] != "rebuild" {
-		return usageErr(errors.New("want: convoy projections rebuild"))
-	}
-	conn, err := c.env.connect(ctx, "projections", 5*time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	p, err := projections.NewProjector(ctx, conn)
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	n, err := p.Rebuild(ctx)
-	if err != nil {
-		return err
-	}
-	fleet, err := projections.OpenFleet(ctx, conn)
-	if err != nil {
-		return err
-	}
-	sts, err := fleet.All(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.env.stdout, "rebuilt the status of %d host(s) from %d event(s) in %s\n", len(sts), n, time.Since(start).Round(time.Millisecond))
 	return nil
 }

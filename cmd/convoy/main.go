@@ -88,7 +88,7 @@ Global: --nats URL (env CONVOY_NATS_URL; default nats://127.0.0.1:4222),
   --tls-ca FILE, the CA that signed the server's certificate (env CONVOY_TLS_CA).
 Exit codes: 0 done, 1 an upgrade failed or was rejected, 2 bad usage or
 input, 3 timed out waiting, 4 bus unreachable.
-Run convoy COMMAND -h for a command's flags.
+Run convoy COMMAND -h for a command's flags and examples.
 `
 
 func main() {

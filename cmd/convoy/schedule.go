@@ -13,7 +13,10 @@ type scheduleCmd struct{ env *env }
 // Run requests upgrades on a schedule until stopped: the seed's timer as
 // a producer. Run it on one or two machines; each slot is requested once.
 func (c *scheduleCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("schedule", "schedule --every D | --daily HH:MM [--tz ZONE] [HOST...] [--rev R]")
+	fs := c.env.flags("schedule", "schedule --every D | --daily HH:MM [--tz ZONE] [HOST...] [--rev R]",
+		example{"upgrade every host each day at 04:00 Berlin time", "convoy schedule --daily 04:00 --tz Europe/Berlin"},
+		example{"upgrade two hosts at the top of every hour", "convoy schedule --every 1h sorrow torment"},
+	)
 	every := fs.Duration("every", 0, "request at every multiple of this period (1h: on the hour)")
 	daily := fs.String("daily", "", "request once a day at this time (04:00)")
 	tz := fs.String("tz", "Local", "time zone of --daily")

@@ -30,7 +30,11 @@ func defaultDataDir() string {
 }
 
 func (c *serverCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("server", "server [--data DIR] [--listen HOST:PORT]")
+	fs := c.env.flags("server", "server [--data DIR] [--listen HOST:PORT]",
+		example{"run the bus and the projections on 127.0.0.1:4222, with the data in the default dir", "convoy server"},
+		example{"serve the fleet over the network: TLS, and credentials from convoy creds", "convoy server --listen 0.0.0.0:4222 --tls-cert /etc/convoy/bus.pem --tls-key /etc/convoy/bus-key.pem --data /var/lib/convoy/bus"},
+		example{"one node of a three-node cluster (run node2 and node3 likewise, with the same --routes)", "convoy server --name node1 --listen 10.0.0.1:4222 --tls-cert /etc/convoy/bus.pem --tls-key /etc/convoy/bus-key.pem --cluster convoy --cluster-listen 10.0.0.1:6222 --routes nats://10.0.0.1:6222,nats://10.0.0.2:6222,nats://10.0.0.3:6222 --replicas 3"},
+	)
 	data := fs.String("data", defaultDataDir(), "directory for JetStream's file storage")
 	listen := fs.String("listen", bus.DefaultListen, "address to listen on; beyond loopback, credentials and TLS are required")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -91,19 +95,11 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer srv.Shutdown()
-	conn, err := bus.Connect(ctx, bus.ConnectConfig{URL: srv.InternalURL(), Name: "convoy server", MaxWait: 5 * time.Second, Replicas: *replicas, Options: srv.ClientOptions()})
+	conn, proj, err := connectProjector(ctx, bus.ConnectConfig{URL: srv.InternalURL(), Name: "convoy server", MaxWait: 5 * time.Second, Replicas: *replicas, Options: srv.ClientOptions()}, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	// A cluster can provision only once its nodes have elected a leader.
-	if err := provision(ctx, conn, log); err != nil {
-		return err
-	}
-	proj, err := projections.NewProjector(ctx, conn)
-	if err != nil {
-		return err
-	}
 	log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always", "auth", *auth, "tls", *tlsCert != "")
 	fmt.Fprintf(c.env.stdout, "convoy server listening on %s (data in %s)\n", srv.ClientURL(), *data)
 	if *auth {
@@ -126,6 +122,27 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	err = g.Run()
 	log.Info("convoy server stopped")
 	return err
+}
+
+// connectProjector connects to the bus, provisions it, and returns the
+// projector that keeps its status view: the start of convoy server and
+// convoy projector. The caller closes the connection.
+func connectProjector(ctx context.Context, cfg bus.ConnectConfig, log *slog.Logger) (*bus.Conn, *projections.Projector, error) {
+	conn, err := bus.Connect(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A cluster can provision only once its nodes have elected a leader.
+	if err := provision(ctx, conn, log); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	proj, err := projections.NewProjector(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, proj, nil
 }
 
 // provision creates the stream and buckets, retrying while a cluster

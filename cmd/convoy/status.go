@@ -16,7 +16,10 @@ import (
 type statusCmd struct{ env *env }
 
 func (c *statusCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("status", "status [HOST...] [--json]")
+	fs := c.env.flags("status", "status [HOST...] [--json]",
+		example{"show every host's state, commit and last upgrade", "convoy status"},
+		example{"one host, as JSON", "convoy status sorrow --json"},
+	)
 	asJSON := fs.Bool("json", false, "print JSON")
 	hosts, err := parse(fs, args)
 	if err != nil {
@@ -27,15 +30,11 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 			return usageErr(err)
 		}
 	}
-	conn, err := c.env.connect(ctx, "status", 5*time.Second)
+	conn, fleet, err := c.env.openFleet(ctx, "status")
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	fleet, err := projections.OpenFleet(ctx, conn)
-	if err != nil {
-		return err
-	}
 	var sts []projections.Status
 	if len(hosts) == 0 {
 		if sts, err = fleet.All(ctx); err != nil {
@@ -67,8 +66,8 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		fmt.Fprintln(c.env.stdout, "no hosts yet: start a worker (convoy worker --config FILE)")
 		return nil
 	}
-	t := &tabw{w: c.env.stdout}
-	t.row("HOST", "STATE", "STAGE", "COMMIT", "RESULT", "GOLDEN", "LAST UPGRADE", "WORKER", "UPDATED")
+	t := table(c.env.stdout)
+	row(t, "HOST", "STATE", "STAGE", "COMMIT", "RESULT", "GOLDEN", "LAST UPGRADE", "WORKER", "UPDATED")
 	for _, s := range sts {
 		last := s.LastResult
 		if last != "" && s.LastFailed != "" {
@@ -78,10 +77,9 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		if s.Golden == "" {
 			golden = "-"
 		}
-		t.row(s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), ago(s.Updated))
+		row(t, s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), ago(s.Updated))
 	}
-	t.flush()
-	return nil
+	return t.Flush()
 }
 
 func dash(s string) string {

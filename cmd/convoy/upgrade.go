@@ -40,7 +40,11 @@ type hostResult struct {
 }
 
 func (c *upgradeCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("upgrade", "upgrade HOST...|--all [--rev R] [--id ULID] [--wait] [--timeout D] [--json]")
+	fs := c.env.flags("upgrade", "upgrade HOST...|--all [--rev R] [--id ULID] [--wait] [--timeout D] [--json]",
+		example{"upgrade every host to the tip of its branch and follow each stage", "convoy upgrade --all --wait"},
+		example{"deploy one commit on two hosts; give up waiting after 20 minutes (exit 3)", "convoy upgrade sorrow torment --rev 4f2a9c1 --wait --timeout 20m"},
+		example{"retry a request without upgrading twice: the same id is the same upgrade", "convoy upgrade sorrow --id 01M80APSTYVXCF8DA3FQ0RBP5B --json"},
+	)
 	all := fs.Bool("all", false, "every host the fleet view knows")
 	rev := fs.String("rev", "", "commit or ref on the tracked branch (default: its tip)")
 	id := fs.String("id", "", "upgrade id (a ULID) to make a retried request idempotent")
@@ -163,8 +167,8 @@ func (c *upgradeCmd) report(id string, results map[string]*hostResult, asJSON, w
 			Hosts   []*hostResult `json:"hosts"`
 		}{id, list})
 	} else if waited || failed > 0 {
-		t := &tabw{w: c.env.stdout}
-		t.row("HOST", "RESULT", "COMMIT", "REASON")
+		t := table(c.env.stdout)
+		row(t, "HOST", "RESULT", "COMMIT", "REASON")
 		for _, r := range list {
 			res := r.Result
 			if res == "" {
@@ -173,9 +177,11 @@ func (c *upgradeCmd) report(id string, results map[string]*hostResult, asJSON, w
 			if r.Already {
 				res += " (earlier, same id)"
 			}
-			t.row(r.Host, res, short(r.Commit), r.Reason)
+			row(t, r.Host, res, dash(short(r.Commit)), dash(r.Reason))
 		}
-		t.flush()
+		if err := t.Flush(); err != nil {
+			return err
+		}
 	}
 	if failed > 0 {
 		return failedErr(fmt.Errorf("%d of %d host(s) did not upgrade: %w", failed, len(list), errSilent))

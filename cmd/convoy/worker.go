@@ -13,7 +13,10 @@ import (
 type workerCmd struct{ env *env }
 
 func (c *workerCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("worker", "worker --config FILE [--allow-root]")
+	fs := c.env.flags("worker", "worker --config FILE [--allow-root]",
+		example{"run this host's worker", "convoy worker --config /etc/convoy/worker.toml"},
+		example{"the same against a remote bus, with its own log level", "convoy --nats nats://bus.example.org:4222 worker --config /etc/convoy/worker.toml --log-level debug"},
+	)
 	hf := addHostFlags(fs, "run as root (containers and tests only)")
 	if _, err := parse(fs, args); err != nil {
 		return err

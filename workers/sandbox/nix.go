@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 )
 
 // NixConfig is the NIX_CONFIG every Nix command of a sandbox runs with:
@@ -73,19 +72,6 @@ func flakeFor(hosts []string) string {
 	return strings.Replace(flakeTemplate, "HOSTS", strings.Join(q, " "), 1)
 }
 
-// NeedNix skips t when Nix is not installed, and fails it instead when
-// CONVOY_REQUIRE_NIX=1 (CI), so a missing install step cannot pass as a
-// skip.
-func NeedNix(t testing.TB) {
-	t.Helper()
-	if err := HaveNix(); err != nil {
-		if os.Getenv("CONVOY_REQUIRE_NIX") == "1" {
-			t.Fatalf("CONVOY_REQUIRE_NIX=1 but %v", err)
-		}
-		t.Skipf("skipping a real-Nix test: %v (CONVOY_REQUIRE_NIX=1 makes this a failure)", err)
-	}
-}
-
 // Generations lists the host profile's generations as
 // nix-env --list-generations prints them, one per line.
 func (h *Host) Generations() ([]string, error) {
@@ -94,17 +80,6 @@ func (h *Host) Generations() ([]string, error) {
 		return nil, err
 	}
 	return strings.Split(out, "\n"), nil
-}
-
-// RunningSystem returns the store path the host's system profile points
-// at, failing t when there is none.
-func (h *Host) RunningSystem(t testing.TB) string {
-	t.Helper()
-	p, err := filepath.EvalSymlinks(h.Profile())
-	if err != nil {
-		t.Fatalf("profile of %s: %v", h.Name, err)
-	}
-	return p
 }
 
 // NixEnv is the environment that points Nix at the host's private store
