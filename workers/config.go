@@ -183,10 +183,6 @@ func (c *Config) setDefaults() {
 			c.Secrets.Branch = "main"
 		}
 	}
-	if c.Upgrade.BuildBeforeSwitch == nil {
-		t := true
-		c.Upgrade.BuildBeforeSwitch = &t
-	}
 	if c.Upgrade.OnValidationFailure == "" {
 		c.Upgrade.OnValidationFailure = OnFailRollback
 	}
@@ -198,7 +194,7 @@ func (c *Config) setDefaults() {
 	}
 	if c.System.Driver == DriverNixOS {
 		if c.System.Builder == "" {
-			c.System.Builder = "nh"
+			c.System.Builder = BuilderNH
 		}
 		if c.System.Profile == "" {
 			c.System.Profile = "/nix/var/nix/profiles/system"
@@ -213,110 +209,128 @@ func (c *Config) setDefaults() {
 	if len(c.Golden.ServiceCheck) == 0 {
 		c.Golden.ServiceCheck = []string{"systemctl", "is-active", "--quiet"}
 	}
-	if c.Golden.AutoPinAfterBoot == nil {
-		t := true
-		c.Golden.AutoPinAfterBoot = &t
-	}
 	if c.Golden.MaxBootFailures == 0 {
 		c.Golden.MaxBootFailures = 2
 	}
 }
 
-// Validate reports every problem in c at once.
+// Validate reports every problem in c at once. It does not need the
+// defaults applied (ParseConfig applies them first).
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	v := &problems{}
 	if c.Host == "" {
-		bad("host: missing (the host's short name, e.g. host = \"sorrow\")")
+		v.add("host: missing (the host's short name, e.g. host = \"sorrow\")")
 	} else if err := events.ValidateHost(c.Host); err != nil {
-		bad("host: %w", err)
+		v.add("host: %w", err)
 	}
 	for _, f := range []struct{ key, path string }{{"nkey", c.NKey}, {"tls_ca", c.TLSCA}} {
 		if f.path != "" && !filepath.IsAbs(f.path) {
-			bad("%s %q: must be an absolute path", f.key, f.path)
+			v.add("%s %q: must be an absolute path", f.key, f.path)
 		}
 	}
 	if !filepath.IsAbs(c.StateDir) {
-		bad("state_dir %q: must be an absolute path", c.StateDir)
+		v.add("state_dir %q: must be an absolute path", c.StateDir)
 	}
-	checkRepo := func(name string, r RepoConfig) {
-		if r.Path == "" {
-			bad("%s.path: missing (the git checkout to track)", name)
-		} else if !filepath.IsAbs(r.Path) {
-			bad("%s.path %q: must be an absolute path", name, r.Path)
-		}
-		if strings.HasPrefix(r.Remote, "-") || strings.ContainsAny(r.Remote, " \t\n") {
-			bad("%s.remote %q: not a remote name", name, r.Remote)
-		}
-		if strings.HasPrefix(r.Branch, "-") || strings.ContainsAny(r.Branch, " \t\n~^:?*[\\") {
-			bad("%s.branch %q: not a branch name", name, r.Branch)
-		}
-		if r.VerifyCommits && r.AllowedSigners == "" {
-			bad("%s.verify_commits: needs %s.allowed_signers, the file of keys allowed to sign (see ssh-keygen(1) ALLOWED SIGNERS)", name, name)
-		}
-		if r.AllowedSigners != "" && !filepath.IsAbs(r.AllowedSigners) {
-			bad("%s.allowed_signers %q: must be an absolute path", name, r.AllowedSigners)
-		}
-	}
-	checkRepo("repo", c.Repo)
+	v.repo("repo", c.Repo)
 	if c.Secrets != nil {
-		checkRepo("secrets", *c.Secrets)
+		v.repo("secrets", *c.Secrets)
 	}
-	switch c.Upgrade.OnValidationFailure {
+	v.upgrade(c.Upgrade)
+	v.system(c.System, c.Upgrade.BuildsFirst())
+	if c.Golden.MaxBootFailures < 1 {
+		v.add("golden.max_boot_failures %d: must be at least 1", c.Golden.MaxBootFailures)
+	}
+	return errors.Join(v.errs...)
+}
+
+// problems collects what Validate finds.
+type problems struct{ errs []error }
+
+func (v *problems) add(format string, a ...any) { v.errs = append(v.errs, fmt.Errorf(format, a...)) }
+
+func (v *problems) repo(name string, r RepoConfig) {
+	if r.Path == "" {
+		v.add("%s.path: missing (the git checkout to track)", name)
+	} else if !filepath.IsAbs(r.Path) {
+		v.add("%s.path %q: must be an absolute path", name, r.Path)
+	}
+	if strings.HasPrefix(r.Remote, "-") || strings.ContainsAny(r.Remote, " \t\n") {
+		v.add("%s.remote %q: not a remote name", name, r.Remote)
+	}
+	if strings.HasPrefix(r.Branch, "-") || strings.ContainsAny(r.Branch, " \t\n~^:?*[\\") {
+		v.add("%s.branch %q: not a branch name", name, r.Branch)
+	}
+	if r.VerifyCommits && r.AllowedSigners == "" {
+		v.add("%s.verify_commits: needs %s.allowed_signers, the file of keys allowed to sign (see ssh-keygen(1) ALLOWED SIGNERS)", name, name)
+	}
+	if r.AllowedSigners != "" && !filepath.IsAbs(r.AllowedSigners) {
+		v.add("%s.allowed_signers %q: must be an absolute path", name, r.AllowedSigners)
+	}
+}
+
+func (v *problems) upgrade(u UpgradeConfig) {
+	switch u.OnValidationFailure {
 	case OnFailRollback, OnFailNotify, OnFailIgnore:
 	default:
-		bad("upgrade.on_validation_failure %q: want rollback, notify or ignore", c.Upgrade.OnValidationFailure)
+		v.add("upgrade.on_validation_failure %q: want rollback, notify or ignore", u.OnValidationFailure)
 	}
-	if c.Upgrade.Timeout.Duration < 0 {
-		bad("upgrade.timeout: must be positive")
+	if u.Timeout.Duration < 0 {
+		v.add("upgrade.timeout: must be positive")
 	}
 	for _, list := range []struct {
 		name string
 		cmds []string
-	}{{"upgrade.pre_update_hooks", c.Upgrade.PreUpdateHooks}, {"upgrade.validation_checks", c.Upgrade.ValidationChecks}, {"upgrade.health_checks", c.Upgrade.HealthChecks}} {
+	}{{"upgrade.pre_update_hooks", u.PreUpdateHooks}, {"upgrade.validation_checks", u.ValidationChecks}, {"upgrade.health_checks", u.HealthChecks}} {
 		for i, s := range list.cmds {
 			if strings.TrimSpace(s) == "" {
-				bad("%s[%d]: empty command", list.name, i)
+				v.add("%s[%d]: empty command", list.name, i)
 			}
 		}
 	}
-	switch c.System.Driver {
+}
+
+func (v *problems) system(s SystemConfig, buildsFirst bool) {
+	switch s.Driver {
 	case DriverCommand:
-		if len(c.System.Switch) == 0 {
-			bad("system.switch: missing (argv that activates CONVOY_RESULT)")
+		if len(s.Switch) == 0 {
+			v.add("system.switch: missing (argv that activates CONVOY_RESULT)")
 		}
-		if *c.Upgrade.BuildBeforeSwitch && len(c.System.Build) == 0 {
-			bad("system.build: missing (argv whose last stdout line is the result), or set upgrade.build_before_switch = false")
+		if buildsFirst && len(s.Build) == 0 {
+			v.add("system.build: missing (argv whose last stdout line is the result), or set upgrade.build_before_switch = false")
 		}
-		if len(c.System.Current) == 0 {
-			bad("system.current: missing (argv that prints what is deployed; rollback needs it)")
+		if len(s.Current) == 0 {
+			v.add("system.current: missing (argv that prints what is deployed; rollback needs it)")
 		}
 	case DriverNixOS:
-		switch c.System.Builder {
-		case "nh", "nixos-rebuild", "nix":
+		switch s.Builder {
+		case BuilderNH, BuilderNixosRebuild, BuilderNix:
 		default:
-			bad("system.builder %q: want nh, nixos-rebuild or nix", c.System.Builder)
+			v.add("system.builder %q: want %s, %s or %s", s.Builder, BuilderNH, BuilderNixosRebuild, BuilderNix)
 		}
-		if c.System.Builder == "nix" && !*c.Upgrade.BuildBeforeSwitch {
-			bad("upgrade.build_before_switch = false: the nix builder switches to what it built, so it must build first (nh and nixos-rebuild build as part of their switch)")
+		if s.Builder == BuilderNix && !buildsFirst {
+			v.add("upgrade.build_before_switch = false: the nix builder switches to what it built, so it must build first (nh and nixos-rebuild build as part of their switch)")
 		}
-		if c.System.Builder == "nh" && len(c.System.Elevation) > 1 {
-			bad("system.elevation %q: nh takes one elevation program (--elevation-program), without arguments", c.System.Elevation)
+		if s.Builder == BuilderNH && len(s.Elevation) > 1 {
+			v.add("system.elevation %q: nh takes one elevation program (--elevation-program), without arguments", s.Elevation)
 		}
-		if !filepath.IsAbs(c.System.Profile) {
-			bad("system.profile %q: must be an absolute path", c.System.Profile)
+		if !filepath.IsAbs(s.Profile) {
+			v.add("system.profile %q: must be an absolute path", s.Profile)
 		}
-		if !filepath.IsAbs(c.System.GCRoots) {
-			bad("system.gcroots %q: must be an absolute path", c.System.GCRoots)
+		if !filepath.IsAbs(s.GCRoots) {
+			v.add("system.gcroots %q: must be an absolute path", s.GCRoots)
 		}
 	default:
-		bad("system.driver %q: want command or nixos", c.System.Driver)
+		v.add("system.driver %q: want %s or %s", s.Driver, DriverCommand, DriverNixOS)
 	}
-	if c.Golden.MaxBootFailures < 1 {
-		bad("golden.max_boot_failures %d: must be at least 1", c.Golden.MaxBootFailures)
-	}
-	return errors.Join(errs...)
 }
+
+// BuildsFirst reports whether the upgrade builds before it switches
+// (build_before_switch, true unless set false).
+func (u UpgradeConfig) BuildsFirst() bool { return u.BuildBeforeSwitch == nil || *u.BuildBeforeSwitch }
+
+// AutoPin reports whether a validated boot is pinned golden
+// (auto_pin_after_boot, true unless set false).
+func (g GoldenConfig) AutoPin() bool { return g.AutoPinAfterBoot == nil || *g.AutoPinAfterBoot }
 
 // Flake returns the flake reference of the host's NixOS configuration.
 func (c *Config) Flake() string {

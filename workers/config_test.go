@@ -21,7 +21,7 @@ func TestParseConfigExample(t *testing.T) {
 	if c.Host != "sorrow" || c.Secrets == nil || c.Secrets.Remote != "origin" || c.Secrets.Branch != "main" {
 		t.Fatalf("parsed %+v", c)
 	}
-	if c.Upgrade.Timeout.Duration != 30*time.Minute || !*c.Upgrade.BuildBeforeSwitch || c.Golden.MaxBootFailures != 2 {
+	if c.Upgrade.Timeout.Duration != 30*time.Minute || !c.Upgrade.BuildsFirst() || c.Golden.MaxBootFailures != 2 {
 		t.Fatalf("upgrade %+v golden %+v", c.Upgrade, c.Golden)
 	}
 }
@@ -99,4 +99,23 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("ParseConfig accepted a config Validate refuses: %v", err)
 		}
 	})
+}
+
+// Validate reports every problem of a config that never had its defaults
+// applied, without a nil dereference.
+func TestValidateWithoutDefaults(t *testing.T) {
+	var c workers.Config
+	c.System.Driver = workers.DriverNixOS
+	c.System.Builder = workers.BuilderNix
+	f := false
+	c.Upgrade.BuildBeforeSwitch = &f
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("an empty config validated")
+	}
+	for _, want := range []string{"host: missing", "state_dir", "repo.path: missing", "on_validation_failure", "nix builder switches to what it built", "system.profile", "max_boot_failures"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q missing from: %v", want, err)
+		}
+	}
 }

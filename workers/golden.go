@@ -188,7 +188,7 @@ func (b *bootCheck) validated(ctx context.Context, cur string, took time.Duratio
 	if err := bootEmit(ctx, w, events.BootValidated, events.Fact{Result: cur, Generation: gen, DurationMS: took.Milliseconds()}); err != nil {
 		return err
 	}
-	if !w.cfg.Golden.Enable || !*w.cfg.Golden.AutoPinAfterBoot || b.d.Golden() == cur {
+	if !w.cfg.Golden.Enable || !w.cfg.Golden.AutoPin() || b.d.Golden() == cur {
 		return nil
 	}
 	if res, err := b.d.Pin(ctx, b.run, cur); err != nil {

@@ -130,7 +130,7 @@ func (j *job) hooks(ctx context.Context) (*outcome, error) {
 
 // build builds the target, unless the config leaves that to the switch.
 func (j *job) build(ctx context.Context) (*outcome, error) {
-	if !*j.w.cfg.Upgrade.BuildBeforeSwitch {
+	if !j.w.cfg.Upgrade.BuildsFirst() {
 		return nil, nil
 	}
 	result, res, err := j.w.driver.Build(ctx, j.run)

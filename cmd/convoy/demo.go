@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -187,17 +186,16 @@ func (c *demoCmd) script(ctx context.Context, conn *bus.Conn, url string, fleet 
 }
 
 func waitFor(ctx context.Context, conn *bus.Conn, host string, k events.Kind) error {
-	errFound := errors.New("found")
 	err := conn.Follow(ctx, []string{events.HostFacts(host)}, bus.From{}, func(st bus.Stored) error {
 		if st.Event.Kind() == k {
-			return errFound
+			return bus.ErrStop
 		}
 		return nil
 	})
-	if errors.Is(err, errFound) {
-		return nil
+	if err != nil {
+		return fmt.Errorf("waiting for %s from %s: %w", k, host, err)
 	}
-	return fmt.Errorf("waiting for %s from %s: %w", k, host, err)
+	return nil
 }
 
 // waitCaughtUp waits until the status projection has applied the stream.

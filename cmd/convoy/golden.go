@@ -82,15 +82,14 @@ func (c *goldenCmd) pin(ctx context.Context, host string, timeout time.Duration)
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var got bus.Stored
-	errDone := errors.New("done")
 	err = conn.Follow(wctx, []string{events.HostFacts(host)}, bus.From{Seq: seq}, func(st bus.Stored) error {
 		if st.Event.UpgradeID == id && (st.Event.Kind() == events.GoldenPinned || st.Event.Kind().IsTerminal()) {
 			got = st
-			return errDone
+			return bus.ErrStop
 		}
 		return nil
 	})
-	if !errors.Is(err, errDone) {
+	if err != nil {
 		if errors.Is(wctx.Err(), context.DeadlineExceeded) {
 			return timeoutErr(fmt.Errorf("no answer from %s's worker after %s (is it running?); the request stays queued for it", host, timeout))
 		}
