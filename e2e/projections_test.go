@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/bus/bustest"
 	"github.com/convoy-fleet/convoy/workers/sandbox"
 )
 
@@ -51,6 +53,17 @@ func TestProjectionsRebuildKeepsStatus(t *testing.T) {
 		t.Fatalf("status after rebuild differs:\nbefore %s\nafter  %s", before, after)
 	}
 
+	// A damaged view (a row rewritten, one missing, one for a host that
+	// never was, a checkpoint far behind) is put back as it was.
+	damageStatusView(t, r.url)
+	if _, raw, _ := r.status(); raw == before {
+		t.Fatal("the damage did not show in convoy status")
+	}
+	wantExit(t, r.convoy("projections", "rebuild"), exitOK)
+	if after := r.settledStatus(); after != before {
+		t.Fatalf("status after rebuilding a damaged view differs:\nbefore %s\nafter  %s", before, after)
+	}
+
 	// The live projector goes on after a rebuild.
 	c2 := r.commit(configV2, "v2")
 	r.upgrade(exitOK, "sorrow", "--wait", "--timeout", "60s")
@@ -59,5 +72,28 @@ func TestProjectionsRebuildKeepsStatus(t *testing.T) {
 	wantExit(t, r.convoy("projections", "rebuild"), exitOK)
 	if after := r.settledStatus(); after != before {
 		t.Fatalf("status after the second rebuild differs:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// damageStatusView writes into the status bucket as a careless program
+// with the server's access could.
+func damageStatusView(t *testing.T, url string) {
+	t.Helper()
+	c := bustest.Connect(t, url)
+	status, err := c.Bucket(t.Context(), bus.StatusBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"host.sorrow":     `{"host":"sorrow","state":"failed","commit":"0000000","seq":1}`,
+		"host.phantom":    `{"host":"phantom","state":"idle","seq":2}`,
+		"meta.checkpoint": "1",
+	} {
+		if _, err := status.Put(t.Context(), k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := status.Delete(t.Context(), "host.torment", 0); err != nil {
+		t.Fatal(err)
 	}
 }

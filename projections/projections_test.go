@@ -2,6 +2,8 @@ package projections_test
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"reflect"
 	"testing"
 	"time"
@@ -155,4 +157,86 @@ func TestHistoryByUpgradeReadsOnlyThatUpgrade(t *testing.T) {
 	if builds != 6 {
 		t.Fatalf("sorrow upgrade.* events: %d, want 6", builds)
 	}
+}
+
+// A damaged view (a row rewritten, one missing, one for a host the stream
+// never had, a stale checkpoint) is replaced by exactly the view folded
+// from the stream.
+func TestRebuildRestoresADamagedView(t *testing.T) {
+	_, c := bustest.Start(t)
+	ctx := t.Context()
+	ok := []events.Kind{events.UpgradeStarted, events.PullSucceeded, events.BuildSucceeded, events.SwitchSucceeded, events.UpgradeSucceeded}
+	appendUpgrade(t, c, "sorrow", ok, events.Fact{Commit: "c1", Result: "/nix/store/r1"})
+	appendUpgrade(t, c, "torment", []events.Kind{events.UpgradeStarted, events.BuildFailed, events.UpgradeFailed}, events.Fact{Stage: "build"})
+	appendUpgrade(t, c, "wrath", ok, events.Fact{Commit: "c2"})
+	runProjector(t, c)
+	fleet, err := projections.OpenFleet(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caughtUp(t, fleet)
+
+	// What the stream folds to, computed here.
+	want := map[string]*projections.Status{}
+	var last uint64
+	err = c.Replay(ctx, []string{events.AllHostFacts, events.AllRequests}, bus.From{}, func(st bus.Stored) error {
+		last = st.Seq
+		h := st.Event.Host()
+		if want[h] == nil {
+			want[h] = &projections.Status{Host: h}
+		}
+		projections.Apply(want[h], st)
+		return nil
+	})
+	if err != nil || len(want) != 3 {
+		t.Fatalf("fold: %v, %d hosts", err, len(want))
+	}
+
+	status, err := c.Bucket(ctx, bus.StatusBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damage := map[string]string{
+		"host.sorrow":     `{"host":"sorrow","state":"failed","commit":"wrong","seq":999999}`,
+		"host.phantom":    `{"host":"phantom","state":"idle","seq":3}`,
+		"meta.checkpoint": "2",
+	}
+	for k, v := range damage {
+		if _, err := status.Put(ctx, k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := status.Delete(ctx, "host.torment", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := fleet.All(ctx); reflect.DeepEqual(got, statuses(want)) {
+		t.Fatal("the damage did not change the view")
+	}
+
+	p, err := projections.NewProjector(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := fleet.All(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, statuses(want)) {
+		t.Fatalf("after rebuild:\n got %+v\nwant %+v", got, statuses(want))
+	}
+	if cp, err := fleet.Checkpoint(ctx); err != nil || cp != last {
+		t.Fatalf("checkpoint %d (%v), want %d", cp, err, last)
+	}
+}
+
+// statuses returns the rows sorted by host, as Fleet.All does.
+func statuses(m map[string]*projections.Status) []projections.Status {
+	var out []projections.Status
+	for _, h := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, *m[h])
+	}
+	return out
 }
