@@ -3,8 +3,8 @@ package projections_test
 import (
 	"context"
 	"maps"
-	"slices"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
