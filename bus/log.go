@@ -97,36 +97,32 @@ func IsWrongLastSequence(err error) bool {
 // Last returns the last message stored under filter (wildcards allowed),
 // or ErrNotFound.
 func (c *Conn) Last(ctx context.Context, filter string) (Stored, error) {
-	ctx, cancel := context.WithTimeout(ctx, APITimeout)
-	defer cancel()
-	s, err := c.stream(ctx)
-	if err != nil {
-		return Stored{}, err
-	}
-	m, err := s.GetLastMsgForSubject(ctx, filter)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Stored{}, fmt.Errorf("last on %s: %w", filter, ErrNotFound)
-	}
-	if err != nil {
-		return Stored{}, fmt.Errorf("last on %s: %w", filter, err)
-	}
-	return decodeRaw(m.Sequence, m.Subject, m.Header, m.Time, m.Data), nil
+	return c.getMsg(ctx, "last on "+filter, func(ctx context.Context, s jetstream.Stream) (*jetstream.RawStreamMsg, error) {
+		return s.GetLastMsgForSubject(ctx, filter)
+	})
 }
 
 // Get returns the message at seq.
 func (c *Conn) Get(ctx context.Context, seq uint64) (Stored, error) {
+	return c.getMsg(ctx, fmt.Sprintf("message %d", seq), func(ctx context.Context, s jetstream.Stream) (*jetstream.RawStreamMsg, error) {
+		return s.GetMsg(ctx, seq)
+	})
+}
+
+// getMsg reads one message with get, bounded by APITimeout.
+func (c *Conn) getMsg(ctx context.Context, what string, get func(context.Context, jetstream.Stream) (*jetstream.RawStreamMsg, error)) (Stored, error) {
 	ctx, cancel := context.WithTimeout(ctx, APITimeout)
 	defer cancel()
 	s, err := c.stream(ctx)
 	if err != nil {
 		return Stored{}, err
 	}
-	m, err := s.GetMsg(ctx, seq)
+	m, err := get(ctx, s)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Stored{}, fmt.Errorf("message %d: %w", seq, ErrNotFound)
+		return Stored{}, fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
 	if err != nil {
-		return Stored{}, fmt.Errorf("message %d: %w", seq, err)
+		return Stored{}, fmt.Errorf("%s: %w", what, err)
 	}
 	return decodeRaw(m.Sequence, m.Subject, m.Header, m.Time, m.Data), nil
 }
