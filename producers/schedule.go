@@ -14,8 +14,8 @@ import (
 	"github.com/convoy-fleet/convoy/bus"
 )
 
-// Schedule asks the fleet to upgrade at fixed times: the seed's hourly
-// timer, as a producer. Every slot has one upgrade id, derived from the
+// Schedule asks the fleet to upgrade at fixed times, as a systemd timer
+// would, but as a producer. Every slot has one upgrade id, derived from the
 // slot's time, so two schedulers (one on each of two machines, for
 // availability) request each slot once: the bus deduplicates by id.
 type Schedule struct {

@@ -10,8 +10,7 @@ import (
 
 type scheduleCmd struct{ env *env }
 
-// Run requests upgrades on a schedule until stopped: the seed's timer as
-// a producer. Run it on one or two machines; each slot is requested once.
+// Run requests upgrades on a schedule until stopped. Run it on one or two machines; each slot is requested once.
 func (c *scheduleCmd) Run(ctx context.Context, args []string) error {
 	fs := c.env.flags("schedule", "schedule --every D | --daily HH:MM [--tz ZONE] [HOST...] [--rev R]",
 		example{"upgrade every host each day at 04:00 Berlin time", "convoy schedule --daily 04:00 --tz Europe/Berlin"},
