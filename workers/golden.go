@@ -44,7 +44,7 @@ func (w *Worker) pin(ctx context.Context, r request) error {
 		return err
 	}
 	defer lf.Close()
-	run := newExec(w.cfg.Upgrade.Timeout.Duration, w.env(r.id), lf)
+	run := w.exec(w.cfg.Upgrade.Timeout.Duration, r.id, lf)
 	cur, err := d.Current(ctx, run)
 	if err != nil || cur == "" {
 		return refuse(events.Fact{Reason: fmt.Sprintf("pin refused: no current generation (%v)", err)})
@@ -124,7 +124,7 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 	}
 	ownLikeParent(lf.Name())
 	defer lf.Close()
-	b := &bootCheck{w: w, d: d, run: newExec(time.Minute, w.env(""), lf)}
+	b := &bootCheck{w: w, d: d, run: w.exec(time.Minute, "", lf)}
 	err = b.check(ctx)
 	b.result.Queued = w.queueOnly
 	return b.result, err

@@ -34,8 +34,7 @@ type job struct {
 // newJob returns a job whose commands log to log and are tracked in the
 // state dir (see killLeftover).
 func (w *Worker) newJob(id, logPath string, log io.Writer) *job {
-	run := newExec(w.cfg.Upgrade.Timeout.Duration, w.env(id), log)
-	run = tracked(w.cfg.StateDir, run)
+	run := tracked(w.cfg.StateDir, w.exec(w.cfg.Upgrade.Timeout.Duration, id, log))
 	j := &job{w: w, id: id, run: run, logPath: logPath, stop: func() {}}
 	for _, r := range w.cfg.repos() {
 		r.run = run

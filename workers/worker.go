@@ -33,6 +33,9 @@ type Options struct {
 	// Env is added to the environment of every command the worker runs
 	// (tests point Nix at a private store with it).
 	Env []string
+	// Exec, if set, runs every command in place of the host's processes:
+	// convoy bench's simulated hosts, whose commands do nothing.
+	Exec Exec
 	// AckWait is how long a request may go without a progress ack before
 	// JetStream redelivers it; default 30s. Progress acks are sent every
 	// AckWait/3 while an upgrade runs.
@@ -51,6 +54,7 @@ type Worker struct {
 	log      *slog.Logger
 	version  string
 	extraEnv []string
+	execute  Exec // Options.Exec
 	ackWait  time.Duration
 	source   string
 	statePth string
@@ -89,7 +93,7 @@ func New(o Options) (*Worker, error) {
 		ackWait = 30 * time.Second
 	}
 	return &Worker{
-		cfg: c, conn: o.Conn, driver: d, version: o.Version, ackWait: ackWait, extraEnv: o.Env,
+		cfg: c, conn: o.Conn, driver: d, version: o.Version, ackWait: ackWait, extraEnv: o.Env, execute: o.Exec,
 		log:      log.With(logHost, c.Host),
 		source:   "convoy/worker/" + c.Host,
 		statePth: filepath.Join(c.StateDir, "state.json"),
@@ -242,7 +246,16 @@ func (w *Worker) openLog(id string) (*os.File, string, error) {
 
 // quietExec runs short probes (git rev-parse, current) without a log file.
 func (w *Worker) quietExec() Exec {
-	return newExec(time.Minute, w.env(""), io.Discard)
+	return w.exec(time.Minute, "", io.Discard)
+}
+
+// exec returns how commands run: with timeout, the worker's environment
+// for upgrade id, and their output appended to log.
+func (w *Worker) exec(timeout time.Duration, id string, log io.Writer) Exec {
+	if w.execute != nil {
+		return w.execute
+	}
+	return newExec(timeout, w.env(id), log)
 }
 
 func (w *Worker) env(upgradeID string) []string {
