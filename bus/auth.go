@@ -125,7 +125,8 @@ func allow(subjects ...string) *server.SubjectPermission {
 // cannot publish requests or other hosts' facts, read other hosts'
 // requests, touch other consumers, or delete, purge or update a stream;
 // operators and auditors read through consumers of their own and cannot
-// create, change, delete, pull from or ack a host's worker consumer.
+// create, change, delete or read through a host's catch-up consumer.
+// Nobody but the server publishes on the live request subjects.
 func Permissions(u User, hosts []string) *server.Permissions {
 	const api = "$JS.API."
 	readAll := []string{
@@ -135,18 +136,18 @@ func Permissions(u User, hosts []string) *server.Permissions {
 		api + "CONSUMER.CREATE.>", api + "CONSUMER.INFO.>", api + "CONSUMER.DELETE.>", api + "CONSUMER.MSG.NEXT.>",
 		"$JS.ACK.>", "$JS.FC.>",
 	}
-	// The worker consumers are the hosts' own.
-	// The form without a name in the subject could name one in its body.
-	denyWorkers := []string{api + "CONSUMER.DURABLE.CREATE.>", api + "CONSUMER.CREATE." + StreamName}
+	// The catch-up consumers are the hosts' own. The create without a
+	// name in the subject could name one in its body.
+	denyHosts := []string{api + "CONSUMER.DURABLE.CREATE.>", api + "CONSUMER.CREATE." + StreamName}
 	for _, h := range hosts {
-		c := "CONVOY." + WorkerConsumerName(h)
-		denyWorkers = append(denyWorkers, api+"CONSUMER.CREATE."+c+".>", api+"CONSUMER.CREATE."+c,
-			api+"CONSUMER.DELETE."+c, api+"CONSUMER.MSG.NEXT."+c, "$JS.ACK."+c+".>")
+		c := StreamName + "." + CatchUpConsumerName(h)
+		denyHosts = append(denyHosts, api+"CONSUMER.CREATE."+c+".>", api+"CONSUMER.CREATE."+c,
+			api+"CONSUMER.DELETE."+c, api+"CONSUMER.MSG.NEXT."+c)
 	}
 	switch u.Role {
 	case RoleHost:
 		h := u.Host
-		consumer := "CONVOY." + WorkerConsumerName(h)
+		consumer := StreamName + "." + CatchUpConsumerName(h)
 		return &server.Permissions{
 			Publish: allow(
 				events.HostFacts(h),
@@ -160,23 +161,23 @@ func Permissions(u User, hosts []string) *server.Permissions {
 				api+"DIRECT.GET.KV_"+UpgradesBucket+".$KV."+UpgradesBucket+"."+UpgradeKey(h, "*"),
 				api+"CONSUMER.CREATE."+consumer+"."+events.HostRequests(h),
 				api+"CONSUMER.INFO."+consumer,
+				api+"CONSUMER.DELETE."+consumer,
 				api+"CONSUMER.MSG.NEXT."+consumer,
-				"$JS.ACK."+consumer+".>",
 			),
-			Subscribe: allow(InboxPrefix(h) + ".>"),
+			Subscribe: allow(InboxPrefix(h)+".>", LiveRequests(h)),
 		}
 	case RoleOperator:
 		// The status view, for projections rebuild; not the upgrade index,
 		// which workers trust to recognise a request that already ended.
 		pub := append([]string{events.AllRequests, "$KV." + StatusBucket + ".>"}, readAll...)
 		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: pub, Deny: denyWorkers},
-			Subscribe: allow("_INBOX.>", events.AllSubjects),
+			Publish:   &server.SubjectPermission{Allow: pub, Deny: denyHosts},
+			Subscribe: allow("_INBOX.>", events.AllSubjects, liveRequestsRoot+".>"),
 		}
 	case RoleAuditor:
 		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: readAll, Deny: denyWorkers},
-			Subscribe: allow("_INBOX.>", events.AllSubjects),
+			Publish:   &server.SubjectPermission{Allow: readAll, Deny: denyHosts},
+			Subscribe: allow("_INBOX.>", events.AllSubjects, liveRequestsRoot+".>"),
 		}
 	case roleServer:
 		return nil // everything

@@ -119,8 +119,8 @@ func count(t *testing.T, c *bus.Conn, filter string) int {
 func TestAuthorizationMatrix(t *testing.T) {
 	r := startAuth(t)
 	ctx := t.Context()
-	op, _ := r.as(t, "alice")
-	audit, _ := r.as(t, "audit")
+	op, opViolations := r.as(t, "alice")
+	audit, auditViolations := r.as(t, "audit")
 
 	// The operator asks both hosts to upgrade; their workers do their part.
 	for _, h := range []string{"sorrow", "torment"} {
@@ -136,20 +136,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if err := appendFact(ctx, sorrow, "sorrow", events.WorkerStarted); err != nil {
 		t.Fatalf("sorrow appending its own fact: %v", err)
 	}
-	reqs, err := sorrow.Requests(ctx, "sorrow", 30*time.Second)
+	reqs, err := sorrow.Requests(ctx, "sorrow", 0)
 	if err != nil {
-		t.Fatalf("sorrow creating its consumer: %v", err)
+		t.Fatalf("sorrow reading its requests: %v", err)
 	}
-	d, err := reqs.Next()
+	d, err := reqs.Next(short(t)) // through its catch-up consumer
 	reqs.Close()
 	if err != nil {
 		t.Fatalf("sorrow reading its request: %v", err)
 	}
 	if !strings.HasPrefix(d.Subject, "convoy.req.sorrow.") {
 		t.Fatalf("sorrow received %s", d.Subject)
-	}
-	if err := d.Ack(ctx); err != nil {
-		t.Fatalf("sorrow acking its request: %v", err)
 	}
 	if _, err := sorrow.Last(ctx, events.HostRequests("sorrow")); err != nil {
 		t.Fatalf("sorrow reading its own requests: %v", err)
@@ -172,15 +169,18 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}},
 		{"read torment's facts", func(ctx context.Context) error { _, err := sorrow.Last(ctx, events.HostFacts("torment")); return err }},
 		{"read a message by sequence", func(ctx context.Context) error { _, err := sorrow.Get(ctx, 1); return err }},
-		{"create torment's consumer", func(ctx context.Context) error {
-			r, err := sorrow.Requests(ctx, "torment", time.Minute)
-			if err == nil {
-				r.Close()
-			}
+		{"create torment's catch-up consumer", func(ctx context.Context) error {
+			_, err := sorrow.JetStream().CreateConsumer(ctx, bus.StreamName, catchUpConfig("torment"))
+			return err
+		}},
+		{"create its own catch-up consumer on torment's requests", func(ctx context.Context) error {
+			cfg := catchUpConfig("sorrow")
+			cfg.FilterSubject = events.HostRequests("torment")
+			_, err := sorrow.JetStream().CreateConsumer(ctx, bus.StreamName, cfg)
 			return err
 		}},
 		{"pull from torment's consumer", func(ctx context.Context) error {
-			_, err := sorrow.NATS().Request("$JS.API.CONSUMER.MSG.NEXT.CONVOY."+bus.WorkerConsumerName("torment"), []byte(`{"batch":1,"no_wait":true}`), time.Second)
+			_, err := sorrow.NATS().Request("$JS.API.CONSUMER.MSG.NEXT.CONVOY."+bus.CatchUpConsumerName("torment"), []byte(`{"batch":1,"no_wait":true}`), time.Second)
 			return err
 		}},
 		{"replay the stream", func(ctx context.Context) error {
@@ -236,6 +236,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if v := strings.Join(sorrowViolations(), "\n"); !strings.Contains(v, `Subscription to "_INBOX.>"`) {
 		t.Errorf("sorrow subscribed to _INBOX.> without a violation; violations: %s", v)
 	}
+	// So is listening to torment's requests as they are stored.
+	if sub, err := sorrow.NATS().SubscribeSync(bus.LiveRequests("torment")); err == nil {
+		_ = sorrow.NATS().Flush()
+		time.Sleep(200 * time.Millisecond)
+		sub.Unsubscribe()
+	}
+	if v := strings.Join(sorrowViolations(), "\n"); !strings.Contains(v, `Subscription to "`+bus.LiveRequests("torment")+`"`) {
+		t.Errorf("sorrow subscribed to torment's live requests without a violation; violations: %s", v)
+	}
 	for f, n := range before {
 		if got := count(t, audit, f); got != n {
 			t.Errorf("%s: %d messages after the denied attempts, %d before", f, got, n)
@@ -256,25 +265,33 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if err := appendRequest(short(t), audit, "sorrow"); err == nil {
 		t.Error("the auditor could publish a request")
 	}
-	// Nobody but the host touches its worker consumer.
+	// Nobody but the host touches its catch-up consumer, and nobody but
+	// the server publishes live requests.
 	for name, c := range map[string]*bus.Conn{"operator": op, "auditor": audit} {
-		if r, err := c.Requests(short(t), "sorrow", time.Minute); err == nil {
-			r.Close()
+		if _, err := c.JetStream().CreateConsumer(short(t), bus.StreamName, catchUpConfig("sorrow")); err == nil {
 			t.Errorf("the %s could create or change sorrow's consumer", name)
 		}
-		legacy := `{"stream_name":"CONVOY","config":{"name":"worker-sorrow","durable_name":"worker-sorrow","filter_subject":"convoy.req.sorrow.nothing","ack_policy":"explicit"}}`
+		legacy := `{"stream_name":"CONVOY","config":{"name":"requests-sorrow","filter_subject":"convoy.req.sorrow.nothing","ack_policy":"none"}}`
 		if _, err := c.NATS().Request("$JS.API.CONSUMER.CREATE."+bus.StreamName, []byte(legacy), time.Second); err == nil {
 			t.Errorf("the %s could change sorrow's consumer through the nameless create", name)
 		}
 		if _, err := c.NATS().Request("$KV."+bus.UpgradesBucket+".sorrow.01M80AN4WQM0428SFHFF6PEHH6", []byte(`{"terminal":"upgrade.succeeded"}`), time.Second); err == nil {
 			t.Errorf("the %s could forge the upgrade index", name)
 		}
-		if err := c.JetStream().DeleteConsumer(short(t), bus.StreamName, bus.WorkerConsumerName("sorrow")); err == nil {
+		if err := c.JetStream().DeleteConsumer(short(t), bus.StreamName, bus.CatchUpConsumerName("sorrow")); err == nil {
 			t.Errorf("the %s could delete sorrow's consumer", name)
 		}
-		if _, err := c.NATS().Request("$JS.API.CONSUMER.MSG.NEXT.CONVOY."+bus.WorkerConsumerName("sorrow"), []byte(`{"batch":1,"no_wait":true}`), time.Second); err == nil {
+		if _, err := c.NATS().Request("$JS.API.CONSUMER.MSG.NEXT.CONVOY."+bus.CatchUpConsumerName("sorrow"), []byte(`{"batch":1,"no_wait":true}`), time.Second); err == nil {
 			t.Errorf("the %s could pull sorrow's requests", name)
 		}
+		if err := c.NATS().Publish("convoy-live.req.sorrow.upgrade", []byte(`{}`)); err == nil {
+			_ = c.NATS().Flush()
+		}
+	}
+	for name, violations := range map[string]func() []string{"operator": opViolations, "auditor": auditViolations} {
+		bustest.Eventually(t, 5*time.Second, "the "+name+"'s live request refused", func() bool {
+			return strings.Contains(strings.Join(violations(), "\n"), `Publish to "convoy-live.req.sorrow.upgrade"`)
+		})
 	}
 	// Their own durable consumers may ack.
 	own, err := audit.JetStream().CreateOrUpdateConsumer(ctx, bus.StreamName, jetstream.ConsumerConfig{Durable: "alerts", AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: events.AllHostFacts})
@@ -306,4 +323,9 @@ func TestAuthRefusesUnknownCredentials(t *testing.T) {
 	if _, err := bus.Connect(t.Context(), bus.ConnectConfig{URL: r.srv.ClientURL(), NKeyFile: f, MaxWait: time.Second}); err == nil {
 		t.Fatal("an unlisted key was accepted")
 	}
+}
+
+// catchUpConfig is the consumer a host reads its missed requests through.
+func catchUpConfig(host string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{Name: bus.CatchUpConsumerName(host), FilterSubject: events.HostRequests(host), AckPolicy: jetstream.AckNonePolicy}
 }

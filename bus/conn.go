@@ -95,6 +95,26 @@ type Conn struct {
 
 	mu     sync.Mutex
 	handle jetstream.Stream // cached: looking it up costs a stream info
+	// reconnected is closed, and replaced, at each reconnect: readers
+	// that rely on core NATS delivery (Requests) check for what they
+	// missed.
+	reconnected chan struct{}
+}
+
+// onReconnect tells Requests readers that live messages may have been
+// missed.
+func (c *Conn) onReconnect() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	close(c.reconnected)
+	c.reconnected = make(chan struct{})
+}
+
+// reconnects returns a channel closed at the next reconnect.
+func (c *Conn) reconnects() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reconnected
 }
 
 // stream returns the CONVOY stream's handle, looked up once.
@@ -122,6 +142,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 	if cfg.MaxWait == 0 {
 		cfg.MaxWait = 10 * time.Second
 	}
+	conn := &Conn{reconnected: make(chan struct{})}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -139,6 +160,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			conn.onReconnect()
 			if cfg.OnReconnect != nil {
 				cfg.OnReconnect(nc.ConnectedUrlRedacted())
 			}
@@ -186,18 +208,23 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	r := cfg.Replicas
-	if r == 0 {
-		r = 1
-	}
-	return &Conn{nc: nc, js: js, replicas: r}, nil
+	conn.nc, conn.js, conn.replicas = nc, js, max(cfg.Replicas, 1)
+	return conn, nil
 }
 
 // Close drains nothing and closes the connection.
 func (c *Conn) Close() { c.nc.Close() }
 
+// MaxConsumers bounds the consumers of the CONVOY stream at once. Hosts
+// hold none while idle (see Requests); readers (the projector, history,
+// watch, upgrade --wait, a host catching up on its requests) hold one
+// each while they read. nats-server would otherwise apply its default of
+// 1,000 per stream.
+const MaxConsumers = 20_000
+
 // StreamConfig returns the CONVOY stream's configuration: file storage,
-// no deletes, no purges, no rollups, no per-message TTLs, kept forever.
+// no deletes, no purges, no rollups, no per-message TTLs, kept forever;
+// every request is republished on its live subject (see LiveRequests).
 func StreamConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        StreamName,
@@ -212,6 +239,9 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 		AllowRollup: false,
 		AllowDirect: true,
 		MaxMsgSize:  events.MaxEventSize + 4096,
+		// Hosts learn of their requests here, with the stream sequence.
+		RePublish:    &jetstream.RePublish{Source: events.AllRequests, Destination: liveRequestsRoot + ".>"},
+		MaxConsumers: MaxConsumers,
 	}
 }
 
@@ -224,11 +254,51 @@ func (c *Conn) Provision(ctx context.Context) error {
 	for _, kv := range []jetstream.KeyValueConfig{
 		{Bucket: StatusBucket, Description: "convoy fleet status projection", Storage: jetstream.FileStorage, Replicas: c.replicas},
 		{Bucket: UpgradesBucket, Description: "convoy upgrade index: where each upgrade starts and how it ended", Storage: jetstream.FileStorage, Replicas: c.replicas},
-		{Bucket: LeasesBucket, Description: "convoy worker leases, one per host", Storage: jetstream.FileStorage, Replicas: c.replicas, TTL: LeaseTTL},
+		// Leases are renewed every LeaseTTL/3 by every host and mean
+		// nothing after a restart of the bus: memory, no fsync.
+		{Bucket: LeasesBucket, Description: "convoy worker leases, one per host", Storage: jetstream.MemoryStorage, Replicas: c.replicas, TTL: LeaseTTL},
 	} {
-		if _, err := c.js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
-			return fmt.Errorf("provision bucket %s: %w", kv.Bucket, err)
+		if err := c.provisionBucket(ctx, kv); err != nil {
+			return err
 		}
+	}
+	return c.dropLegacyConsumers(ctx)
+}
+
+// provisionBucket creates or updates a bucket; one whose storage type
+// changed (which JetStream cannot update) and holds nothing durable, the
+// leases, is created afresh.
+func (c *Conn) provisionBucket(ctx context.Context, kv jetstream.KeyValueConfig) error {
+	_, err := c.js.CreateOrUpdateKeyValue(ctx, kv)
+	if err != nil && kv.Bucket == LeasesBucket {
+		if derr := c.js.DeleteKeyValue(ctx, kv.Bucket); derr == nil {
+			_, err = c.js.CreateKeyValue(ctx, kv)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("provision bucket %s: %w", kv.Bucket, err)
+	}
+	return nil
+}
+
+// dropLegacyConsumers deletes the durable per-host consumers ("worker-"
+// and the host) that hosts read their requests through before Requests
+// needed none. Best effort: a credential that may not list or delete
+// them leaves them.
+func (c *Conn) dropLegacyConsumers(ctx context.Context) error {
+	s, err := c.stream(ctx)
+	if err != nil {
+		return err
+	}
+	names := s.ConsumerNames(ctx)
+	var legacy []string
+	for n := range names.Name() {
+		if strings.HasPrefix(n, "worker-") {
+			legacy = append(legacy, n)
+		}
+	}
+	for _, n := range legacy {
+		_ = c.js.DeleteConsumer(ctx, StreamName, n)
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ package e2e
 //     Released after the restarted worker has recovered, a gate lets the
 //     dead worker's command go on as an orphan would: whatever it then
 //     does to the host is checked too;
-//   - between the terminal fact and the ack of the request: the worker
+//   - after the terminal fact, once the end is recorded: the worker
 //     reaches the bus through a proxy that stops forwarding its traffic
 //     once the terminal fact is seen, and the test kills the worker when
 //     state.json says the upgrade ended (see killPoint.holdAck).
@@ -60,10 +60,10 @@ type killPoint struct {
 	// rollback runs the switch): the worker is killed there once more.
 	recovery string
 	// holdAck: the worker's connection reaches the bus through a proxy
-	// that, once the fact is seen, forwards nothing more from the worker:
-	// its ack of the request never arrives, and the test kills it once it
-	// has recorded the upgrade as ended (state.json without in_flight).
-	// That is the moment between the terminal fact and the ack.
+	// that, once the fact is seen, forwards nothing more from the worker,
+	// and the test kills it once it has recorded the upgrade as ended
+	// (state.json without in_flight): the moment after the terminal fact
+	// when nothing else of the request reached the bus.
 	holdAck bool
 	// rounds is how many upgrades are killed there, one after the other
 	// on the same host (default 1): the second on a host that has been
@@ -87,7 +87,7 @@ var commandKillPoints = []killPoint{
 	{name: "inside-health", gate: "health"},
 	{name: "after-health.passed", fact: "health.passed"},
 	{name: "after-upgrade.succeeded", fact: "upgrade.succeeded", rounds: 2},
-	{name: "after-upgrade.succeeded-state-saved-before-the-ack", fact: "upgrade.succeeded", holdAck: true},
+	{name: "after-upgrade.succeeded-end-recorded", fact: "upgrade.succeeded", holdAck: true},
 	{name: "inside-health-then-inside-recovery-rollback", gate: "health", recovery: "switch"},
 }
 
@@ -737,14 +737,12 @@ func (k *killRig) checkDowngradeRefused(older, deployed string) {
 	}
 }
 
-// notStalled fails when res timed out waiting: the request sat behind
-// the dead worker's delivery, which nobody acked (the consumer hands out
-// one request at a time and redelivers after its 30s AckWait).
+// notStalled fails when res timed out waiting: the restarted worker did
+// not get to the request.
 func (k *killRig) notStalled(res result, what string) {
 	k.t.Helper()
 	if res.code == exitTimeout {
-		k.t.Fatalf("%s waited 20s without an answer: the killed worker's request delivery was never acked, "+
-			"and the restarted worker did not ack it either (state.json: %+v): %s", what, k.localState(), res)
+		k.t.Fatalf("%s waited 20s without an answer from the restarted worker (state.json: %+v): %s", what, k.localState(), res)
 	}
 }
 

@@ -263,7 +263,7 @@ func TestSecondWorkerForHostIsRefused(t *testing.T) {
 	for time.Now().Before(deadline) && !second.exited() {
 		time.Sleep(25 * time.Millisecond)
 	}
-	mustHold(t, second.exited(), "a second worker for a host starts unhindered; the first one is stopped at its next fact (and its request stalls for AckWait)",
+	mustHold(t, second.exited(), "a second worker for a host starts unhindered; the first one is stopped at its next fact",
 		lastLine(second.stderr.String()))
 	if second.code == 0 || !strings.Contains(second.stderr.String(), "another worker") {
 		t.Fatalf("the second worker exited %d without a clear error:\n%s", second.code, second.stderr.String())

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/workers/sandbox"
 )
 
@@ -299,4 +301,47 @@ func TestMalformedRequestIsRejected(t *testing.T) {
 		t.Fatalf("HEAD %s, want %s", head, c)
 	}
 	r.waitStatus("sorrow", "idle on "+c, func(s hostStatus) bool { return s.State == "idle" && s.Commit == c })
+}
+
+// A worker killed while the notification of its request is on its way
+// handles the request after restart, once; and a request stored while the
+// worker is down is handled when it comes back.
+func TestRequestSurvivesAKilledNotification(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, []string{"sorrow"}, sandbox.Options{})
+	w := r.startWorker("sorrow")
+	nc, err := nats.Connect(r.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	killed := make(chan struct{})
+	sub, err := nc.Subscribe(bus.LiveRequests("sorrow"), func(*nats.Msg) {
+		_ = syscall.Kill(w.cmd.Process.Pid, syscall.SIGKILL)
+		close(killed)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	r.commit(configV1, "v1")
+	first := upgradeIDIn(t, r.convoy("upgrade", "sorrow"))
+	<-killed
+	_ = sub.Unsubscribe()
+	w.stop(syscall.SIGKILL, 5*time.Second)
+
+	// While it is down, another commit and request.
+	c2 := r.commit(configV2, "v2")
+	second := upgradeIDIn(t, r.convoy("upgrade", "sorrow", "--rev", c2))
+	r.startWorker("sorrow")
+	for _, id := range []string{first, second} {
+		fs := r.facts("sorrow", id)
+		if n := r.count("sorrow", id, "upgrade.started") + r.count("sorrow", id, "upgrade.skipped"); n != 1 {
+			t.Fatalf("upgrade %s started or was skipped %d times: %v", id, n, kinds(fs))
+		}
+		if n := len(fs); !isTerminal(fs[n-1].kind()) {
+			t.Fatalf("upgrade %s did not end: %v", id, kinds(fs))
+		}
+	}
+	r.waitStatus("sorrow", "on "+c2, func(s hostStatus) bool { return s.Commit == c2 && s.State == "idle" })
 }

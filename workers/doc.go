@@ -17,12 +17,17 @@
 // and a lease in the convoy-leases bucket keep a second worker from
 // starting at all.
 //
-// Delivery: one request is in flight per host; it is acknowledged only
-// after its terminal fact is durable, and redelivered if the worker dies
-// first. A redelivered request whose upgrade already ended (the local
-// state's recent ids, or the upgrade index) is acknowledged without
-// running again; a request with a newer one queued behind it ends
-// upgrade.skipped (superseded).
+// Delivery: the worker handles its host's requests one at a time, in
+// stream order, from its position: the sequence of the last request that
+// ended, kept in state.json and named by every terminal fact
+// (request_seq), so a worker whose state dir is lost learns it from its
+// own facts. The position moves past a request only once its terminal
+// fact is durable; a worker killed before that reads the request again
+// after restart, and a request whose upgrade already ended (the local
+// state's recent ids, or the upgrade index) is passed over without
+// running again. A request with a newer one queued behind it ends
+// upgrade.skipped (superseded). The host holds no consumer on the bus
+// while idle (see bus.Requests).
 //
 // Durability: each fact is written to the outbox in the state dir
 // (fsynced) before it is appended, and removed once acknowledged, so a

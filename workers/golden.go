@@ -59,7 +59,7 @@ func (w *Worker) pin(ctx context.Context, r request) error {
 		f.Result, f.Reason = cur, "pin failed: "+err.Error()
 		return refuse(f)
 	}
-	if err := w.emit(ctx, r.id, events.GoldenPinned, events.Fact{Result: cur, Generation: gen}); err != nil {
+	if err := w.emit(ctx, r.id, events.GoldenPinned, events.Fact{Result: cur, Generation: gen, RequestSeq: r.seq}); err != nil {
 		return err
 	}
 	return w.ended(r)

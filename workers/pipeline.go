@@ -70,8 +70,8 @@ func (w *Worker) upgrade(ctx context.Context, r request, req events.UpgradeReque
 	log := w.log.With(logUpgrade, r.id)
 	log.Info("upgrade started", "rev", req.Rev)
 	// Recorded before upgrade.started, so a kill in between still leaves
-	// recovery what it needs: the upgrade to end and the delivery to ack.
-	w.state.InFlight = &inFlight{UpgradeID: r.id, AckSubject: r.ack}
+	// recovery what it needs: the upgrade to end and its request.
+	w.state.InFlight = &inFlight{UpgradeID: r.id, RequestSeq: r.seq}
 	if err := w.saveState(); err != nil {
 		return err
 	}

@@ -11,34 +11,34 @@ import (
 // recover ends what a previous run left unfinished, so every upgrade ends
 // exactly once: an upgrade in flight is put back (the checkouts and, if
 // its switch had started, the system) and ends with upgrade.aborted; an
-// upgrade that ended is recorded; a delivery left unacked is acked.
+// upgrade that ended is recorded. The position moves past every request
+// whose end is stored.
 func (w *Worker) recover(ctx context.Context) error {
+	ends, err := w.lastEnds(ctx)
+	if err != nil {
+		return err
+	}
+	for _, e := range ends {
+		if f, err := e.Event.Fact(); err == nil {
+			w.state.Position = max(w.state.Position, f.RequestSeq)
+		}
+	}
 	inf := w.state.InFlight
 	if inf == nil {
 		return w.settleLastRun(ctx)
 	}
-	end, err := w.terminalOf(ctx, inf.UpgradeID)
-	if err != nil {
-		return err
-	}
-	if end != nil {
-		return w.adoptEnd(ctx, inf, *end)
+	for _, e := range ends {
+		if e.Event.UpgradeID == inf.UpgradeID && e.Event.Kind().IsTerminal() {
+			return w.adoptEnd(ctx, inf, e)
+		}
 	}
 	return w.putBack(ctx, inf)
 }
 
-// settleLastRun handles a previous run with no upgrade in flight: it acks
-// a delivery whose end was recorded just before a kill, and ends an
-// upgrade the bus says never ended (the state dir was lost) without
+// settleLastRun handles a previous run with no upgrade in flight: an
+// upgrade the bus says never ended (the state dir was lost) ends without
 // touching the host.
 func (w *Worker) settleLastRun(ctx context.Context) error {
-	if w.state.Unacked != "" {
-		w.ackLater(w.state.Unacked)
-		w.state.Unacked = ""
-		if err := w.saveState(); err != nil {
-			return err
-		}
-	}
 	last, err := w.conn.Last(ctx, events.HostFacts(w.cfg.Host))
 	if errors.Is(err, bus.ErrNotFound) {
 		return nil
@@ -64,7 +64,6 @@ func (w *Worker) adoptEnd(ctx context.Context, inf *inFlight, end bus.Stored) er
 		}
 	}
 	w.state.finish(inf.UpgradeID)
-	w.ackLater(inf.AckSubject)
 	return w.saveState()
 }
 
@@ -87,22 +86,20 @@ func (w *Worker) putBack(ctx context.Context, inf *inFlight) error {
 	if err != nil {
 		return err
 	}
-	r := request{id: inf.UpgradeID, ack: inf.AckSubject}
-	if err := w.finish(ctx, r, events.UpgradeAborted, events.Fact{Stage: "recovery", Commit: rb.Commit, Result: rb.Result,
-		Reason: "worker stopped mid-upgrade (crash or kill); host put back to the commit it had before"}); err != nil {
-		return err
-	}
-	w.ackLater(inf.AckSubject)
-	return nil
+	r := request{id: inf.UpgradeID, seq: inf.RequestSeq}
+	return w.finish(ctx, r, events.UpgradeAborted, events.Fact{Stage: "recovery", Commit: rb.Commit, Result: rb.Result,
+		Reason: "worker stopped mid-upgrade (crash or kill); host put back to the commit it had before"})
 }
 
-// terminalOf returns upgrade id's terminal fact if it is stored, else
-// nil. The upgrade in flight is the host's newest, so its terminal fact,
-// if any, is the last one on its terminal subject: a few direct reads of
-// the host's own subjects, which is all a host credential may read.
-func (w *Worker) terminalOf(ctx context.Context, id string) (*bus.Stored, error) {
+// lastEnds returns the last fact on each of the host's subjects that end
+// a request (terminal facts and golden.pinned). The upgrade in flight is
+// the host's newest, so its end, if stored, is among them: a few direct
+// reads of the host's own subjects, which is all a host credential may
+// read.
+func (w *Worker) lastEnds(ctx context.Context) ([]bus.Stored, error) {
+	var ends []bus.Stored
 	for _, k := range events.Kinds {
-		if !k.IsTerminal() {
+		if !k.IsTerminal() && k != events.GoldenPinned {
 			continue
 		}
 		subj, _ := events.HostSubject(w.cfg.Host, k)
@@ -113,14 +110,7 @@ func (w *Worker) terminalOf(ctx context.Context, id string) (*bus.Stored, error)
 		if err != nil {
 			return nil, err
 		}
-		if st.Event.UpgradeID == id {
-			return &st, nil
-		}
+		ends = append(ends, st)
 	}
-	return nil, nil
+	return ends, nil
 }
-
-// ackLater acknowledges a delivery a previous run (or a failed attempt)
-// left unacked, so the consumer hands out the next request now instead
-// of after the ack wait. Best effort: a redelivery is recognised as done.
-func (w *Worker) ackLater(ackSubject string) { _ = w.conn.Ack(ackSubject) }

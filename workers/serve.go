@@ -12,102 +12,92 @@ import (
 	"github.com/convoy-fleet/convoy/events"
 )
 
-// request is the request being handled: its upgrade id, where it is
-// stored, and how to acknowledge its delivery later (after a crash).
+// request is the request being handled: its upgrade id and where it is
+// stored.
 type request struct {
 	id  string
 	seq uint64
-	ack string // bus.Delivery.AckSubject
 }
 
-// serve consumes requests until ctx is done. When the consumer goes away
-// (deleted, or the bus lost it) it is created again.
+// serve handles the host's requests, one at a time in stream order, until
+// ctx is done. A request that cannot be finished (a fact that cannot be
+// made durable) is retried after the host is put back; the position only
+// moves past a request once it has ended.
 func (w *Worker) serve(ctx context.Context) error {
 	b := backoff.NewExponentialBackOff()
 	b.MaxInterval, b.MaxElapsedTime = 10*time.Second, 0
-	for {
-		err := w.consume(ctx)
-		if ctx.Err() != nil {
-			return ctx.Err()
+	var reqs *bus.Requests
+	defer func() {
+		if reqs != nil {
+			reqs.Close()
 		}
-		if errors.Is(err, ErrSecondWorker) {
+	}()
+	for {
+		var st bus.Stored
+		err := ctx.Err()
+		if err == nil && reqs == nil {
+			reqs, err = w.conn.Requests(ctx, w.cfg.Host, w.state.Position)
+		}
+		if err == nil {
+			st, err = reqs.Next(ctx)
+		}
+		if err == nil {
+			err = w.handle(ctx, st)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, ErrSecondWorker):
 			return err
-		}
-		next := b.NextBackOff()
-		w.log.Warn("consumer lost; creating it again", logErr, err, logRetry, next)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(next):
-		}
-	}
-}
-
-// consume handles requests one at a time until the consumer fails.
-func (w *Worker) consume(ctx context.Context) error {
-	reqs, err := w.conn.Requests(ctx, w.cfg.Host, w.ackWait)
-	if err != nil {
-		return err
-	}
-	defer reqs.Close()
-	stop := context.AfterFunc(ctx, reqs.Close)
-	defer stop()
-	failures := 0
-	for {
-		d, err := reqs.Next()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, bus.ErrClosed) {
+		case err != nil:
+			next := b.NextBackOff()
+			w.log.Warn("reading requests", logErr, err, logRetry, next)
+			if !sleep(ctx, next) {
 				return ctx.Err()
-			}
-			failures++
-			w.log.Warn("consume", logErr, err)
-			if failures >= 3 || errors.Is(err, bus.ErrConsumerGone) {
-				return err
 			}
 			continue
 		}
-		failures = 0
-		if err := w.handle(ctx, d); err != nil {
+		b.Reset()
+	}
+}
+
+// handle runs one request to its end. Until it ends, it is retried, each
+// time after recovery has put the host back; it returns an error only when
+// the worker must stop.
+func (w *Worker) handle(ctx context.Context, st bus.Stored) error {
+	for {
+		err := w.process(ctx, st, request{seq: st.Seq})
+		switch {
+		case err == nil:
+			// Saved with the next change of state: a restart before
+			// that reads the request again and finds it ended.
+			w.state.Position = max(w.state.Position, st.Seq)
+			return nil
+		case errors.Is(err, ErrSecondWorker) || ctx.Err() != nil:
+			// Stopping: the next run recognises the request as ended
+			// or recovers it.
 			return err
+		}
+		w.log.Error("request not finished; the host is put back and the request tried again", logSeq, st.Seq, logErr, err)
+		if rerr := w.recover(ctx); rerr != nil {
+			w.log.Error("recovery failed; it is tried again before the request", logErr, rerr)
+		}
+		if !sleep(ctx, 5*time.Second) {
+			return ctx.Err()
 		}
 	}
 }
 
-// handle processes one delivery and acks it once its terminal fact is
-// durable. It returns an error only when the worker must stop.
-func (w *Worker) handle(ctx context.Context, d *bus.Delivery) error {
-	if d.Seq == 0 {
-		w.log.Warn("request without metadata; dropped", logErr, d.Err)
-		return d.Drop()
+// sleep waits for d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
-	stopProgress := every(ctx, w.ackWait/3, func(context.Context) { _ = d.InProgress() })
-	err := w.process(ctx, d.Stored, request{seq: d.Seq, ack: d.AckSubject()})
-	stopProgress()
-	if err != nil {
-		if errors.Is(err, ErrSecondWorker) {
-			return err
-		}
-		if ctx.Err() != nil {
-			// Stopping: hand the request back at once; the next run
-			// recognises it as done (or recovers it) by its upgrade id.
-			_ = d.Retry(0)
-			return nil
-		}
-		w.log.Error("request not finished; the host is put back and the request redelivered", logSeq, d.Seq, logErr, err)
-		if rerr := w.recover(ctx); rerr != nil {
-			w.log.Error("recovery failed; it is tried again at the next request or start", logErr, rerr)
-		}
-		return d.Retry(5 * time.Second)
-	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := d.Ack(actx); err != nil {
-		w.log.Warn("ack", logSeq, d.Seq, logErr, err)
-	} else if w.state.Unacked != "" {
-		w.state.Unacked = ""
-		_ = w.saveState()
-	}
-	return nil
 }
 
 // process reads what the worker knows of the request, lets admit decide,
@@ -164,20 +154,21 @@ func (w *Worker) newerRequest(ctx context.Context, seq uint64, id string) (bool,
 	return last.Seq > seq && last.Event.UpgradeID != id, nil
 }
 
-// finish appends the terminal fact of r and records that it ended.
+// finish appends the terminal fact of r, which names the request it
+// answers, and records that r ended.
 func (w *Worker) finish(ctx context.Context, r request, k events.Kind, f events.Fact) error {
+	f.RequestSeq = r.seq
 	if err := w.emit(ctx, r.id, k, f); err != nil {
 		return err
 	}
 	return w.ended(r)
 }
 
-// ended records locally that r has its terminal fact, forgets the
-// upgrade in flight, and keeps r's delivery to ack should this process
-// die before it does (see recover).
+// ended records locally that r has its terminal fact: the upgrade in
+// flight is forgotten and the position moves past its request.
 func (w *Worker) ended(r request) error {
 	w.state.finish(r.id)
-	w.state.Unacked = r.ack
+	w.state.Position = max(w.state.Position, r.seq)
 	return w.saveState()
 }
 

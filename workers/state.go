@@ -23,12 +23,12 @@ type localState struct {
 	Quarantined string `json:"quarantined,omitempty"`
 	// Recent holds the ids of the last upgrades that ended, newest last.
 	Recent []string `json:"recent,omitempty"`
-	// InFlight is set from upgrade.started until the terminal fact is
-	// acknowledged; after a crash it says how to put the host back.
+	// InFlight is set from just before upgrade.started until the terminal
+	// fact is stored; after a crash it says how to put the host back.
 	InFlight *inFlight `json:"in_flight,omitempty"`
-	// Unacked is the ack subject of a request whose end is recorded but
-	// whose delivery may not be acked yet; a restarted worker acks it.
-	Unacked string `json:"unacked,omitempty"`
+	// Position is the stream sequence of the last request that ended:
+	// the worker reads its requests from there on.
+	Position uint64 `json:"position,omitempty"`
 	// Validated lists the system results that passed a boot check, newest
 	// last: the only ones the golden pin may move to.
 	Validated []string `json:"validated,omitempty"`
@@ -55,9 +55,8 @@ type inFlight struct {
 	UpgradeID  string `json:"upgrade_id"`
 	OldCommit  string `json:"old_commit,omitempty"`
 	OldSecrets string `json:"old_secrets,omitempty"`
-	// AckSubject acknowledges the request's delivery once recovery has
-	// ended it, so the next request need not wait for its redelivery.
-	AckSubject string `json:"ack_subject,omitempty"`
+	// RequestSeq is where the upgrade's request is stored.
+	RequestSeq uint64 `json:"request_seq,omitempty"`
 	// Moved is set just before the checkouts are reset to the target:
 	// only then does recovery reset them back.
 	Moved bool `json:"moved,omitempty"`

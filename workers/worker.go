@@ -36,14 +36,10 @@ type Options struct {
 	// Exec, if set, runs every command in place of the host's processes:
 	// convoy bench's simulated hosts, whose commands do nothing.
 	Exec Exec
-	// AckWait is how long a request may go without a progress ack before
-	// JetStream redelivers it; default 30s. Progress acks are sent every
-	// AckWait/3 while an upgrade runs.
-	AckWait time.Duration
 }
 
-// Worker is the one process that changes a host. It consumes the host's
-// requests one at a time from the durable consumer worker-<host>, runs the
+// Worker is the one process that changes a host. It reads the host's
+// requests one at a time, in stream order (bus.Requests), runs the
 // pipeline, and appends every stage's fact to convoy.host.<host>.> before
 // the next stage's side effect starts. It owns its state in the goroutine
 // that calls Run.
@@ -55,7 +51,6 @@ type Worker struct {
 	version  string
 	extraEnv []string
 	execute  Exec // Options.Exec
-	ackWait  time.Duration
 	source   string
 	statePth string
 	logDir   string
@@ -88,12 +83,8 @@ func New(o Options) (*Worker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ackWait := o.AckWait
-	if ackWait == 0 {
-		ackWait = 30 * time.Second
-	}
 	return &Worker{
-		cfg: c, conn: o.Conn, driver: d, version: o.Version, ackWait: ackWait, extraEnv: o.Env, execute: o.Exec,
+		cfg: c, conn: o.Conn, driver: d, version: o.Version, extraEnv: o.Env, execute: o.Exec,
 		log:      log.With(logHost, c.Host),
 		source:   "convoy/worker/" + c.Host,
 		statePth: filepath.Join(c.StateDir, "state.json"),
