@@ -15,6 +15,10 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
+// RequestQueueLimit is how many JetStream API requests the embedded
+// server queues before it refuses more.
+const RequestQueueLimit = 100_000
+
 // ServerConfig configures the embedded nats-server.
 type ServerConfig struct {
 	// DataDir holds JetStream's file storage. Required.
@@ -106,6 +110,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		// JetStream's own limits; the stream itself is unbounded.
 		JetStreamMaxMemory: 256 << 20,
 		JetStreamMaxStore:  -1,
+		// A fleet's workers all (re)connecting at once each make a few
+		// API calls; the default queue of 10,000 would refuse some.
+		JetStreamRequestQueueLimit: RequestQueueLimit,
 	}
 	if c := cfg.Cluster; c != nil {
 		ch, cp, err := net.SplitHostPort(c.Listen)
