@@ -91,7 +91,7 @@ func (c *benchCmd) Run(ctx context.Context, args []string) error {
 	fs := c.env.flags("bench", "bench [--hosts N] [--real-upgrades K] [--json] [--keep] [--nats URL]",
 		example{"measure convoy with 1,000 simulated hosts against a fresh convoy server in a temp dir", "convoy bench"},
 		example{"10,000 simulated hosts, as JSON (progress goes to stderr)", "convoy bench --hosts 10000 --json"},
-		example{"against a NATS kept for benchmarking, never your fleet's: its stream keeps the simulated hosts for good", "convoy bench --nats nats://bench.example.org:4222 --hosts 2000"},
+		example{"against a NATS kept for benchmarking, never your fleet's: its stream keeps the simulated hosts for good (only this flag counts, not CONVOY_NATS_URL)", "convoy bench --nats nats://bench.example.org:4222 --hosts 2000"},
 	)
 	hosts := fs.Int("hosts", 1000, "how many simulated hosts (h00001, h00002, …)")
 	realUps := fs.Int("real-upgrades", 20, "how many times the one real worker upgrades (0: not at all)")
