@@ -128,7 +128,10 @@ func (c *benchCmd) Run(ctx context.Context, args []string) error {
 	err := b.run(rctx)
 	b.close(*keep)
 	if err != nil {
-		if errors.Is(rctx.Err(), context.DeadlineExceeded) {
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("interrupted; what the bench started is stopped: %w", err)
+		case errors.Is(rctx.Err(), context.DeadlineExceeded):
 			return timeoutErr(fmt.Errorf("gave up after --timeout %s: %w", *timeout, err))
 		}
 		return err
