@@ -59,6 +59,7 @@ func commands(e *env) map[string]command {
 		"projector":   &projectorCmd{env: e},
 		"schedule":    &scheduleCmd{env: e},
 		"demo":        &demoCmd{env: e},
+		"bench":       &benchCmd{env: e},
 		"version":     &versionCmd{env: e},
 	}
 }
@@ -81,6 +82,7 @@ Commands:
   projector    provision an external NATS (--nats) and keep the projections there
   schedule     request upgrades on a schedule: --every 1h | --daily 04:00 [HOST...]
   demo         run a whole fleet in a temp dir and show two upgrades
+  bench        measure convoy against a fresh server: simulated hosts, one real worker, the raw floor
   version      print the version
 
 Global: --nats URL (env CONVOY_NATS_URL; default nats://127.0.0.1:4222),
