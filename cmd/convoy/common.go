@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -190,4 +192,25 @@ func (e *env) loadHost(h hostFlags) (*workers.Config, *slog.Logger, error) {
 	}
 	e.busFromConfig(cfg.NATS, cfg.NKey, cfg.TLSCA)
 	return cfg, log, nil
+}
+
+// parseBytes reads a size: a number with an optional unit (B, KB, MB, GB,
+// TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024).
+func parseBytes(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		scale  int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	num, scale := strings.TrimSpace(v), int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, scale = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.scale
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/scale {
+		return 0, fmt.Errorf("%q: want a size such as 256MiB, 50GB or 0", v)
+	}
+	return n * scale, nil
 }

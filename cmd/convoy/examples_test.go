@@ -62,3 +62,16 @@ func TestEveryCommandShowsExamplesThatParse(t *testing.T) {
 		})
 	}
 }
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "256MiB": 256 << 20, "50GB": 50e9, "1 GiB": 1 << 30, "4096": 4096, "12B": 12} {
+		if got, err := parseBytes(in); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "1.5GB", "ten", "8EiB", "9999999TB"} {
+		if _, err := parseBytes(bad); err == nil {
+			t.Errorf("parseBytes(%q) accepted", bad)
+		}
+	}
+}

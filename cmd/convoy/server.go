@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -47,8 +48,18 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	clusterListen := fs.String("cluster-listen", "", "HOST:PORT for cluster routes")
 	routes := fs.String("routes", "", "comma-separated nats://HOST:PORT routes to the other nodes")
 	replicas := fs.Int("replicas", 1, "replicas of the stream and buckets when they are created (3 on a 3-node cluster)")
+	memLimit := fs.String("memory-limit", "256MiB", "soft limit of the server's memory: the Go runtime collects harder near it, and may exceed it when it must (0: none; the GOMEMLIMIT environment variable, if set, wins)")
 	if _, err := parse(fs, args); err != nil {
 		return err
+	}
+	limit, err := parseBytes(*memLimit)
+	if err != nil {
+		return usageErr(fmt.Errorf("--memory-limit %w", err))
+	}
+	if limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		// Idle connections leave garbage that the default GC target lets
+		// grow to twice the live heap; a fleet's server should not.
+		debug.SetMemoryLimit(limit)
 	}
 	if c.env.given["nats"] {
 		fmt.Fprintln(c.env.stderr, "note: --nats is ignored: the server runs its own bus (for an external NATS, run convoy projector --nats URL instead)")
