@@ -36,6 +36,9 @@ type Options struct {
 	// Exec, if set, runs every command in place of the host's processes:
 	// convoy bench's simulated hosts, whose commands do nothing.
 	Exec Exec
+	// WrapExec, if set, wraps how every command runs (convoy bench times
+	// a real worker's commands with it).
+	WrapExec func(Exec) Exec
 }
 
 // Worker is the one process that changes a host. It reads the host's
@@ -51,6 +54,7 @@ type Worker struct {
 	version  string
 	extraEnv []string
 	execute  Exec // Options.Exec
+	wrapExec func(Exec) Exec
 	source   string
 	statePth string
 	logDir   string
@@ -84,7 +88,7 @@ func New(o Options) (*Worker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Worker{
-		cfg: c, conn: o.Conn, driver: d, version: o.Version, extraEnv: o.Env, execute: o.Exec,
+		cfg: c, conn: o.Conn, driver: d, version: o.Version, extraEnv: o.Env, execute: o.Exec, wrapExec: o.WrapExec,
 		log:      log.With(logHost, c.Host),
 		source:   "convoy/worker/" + c.Host,
 		statePth: filepath.Join(c.StateDir, "state.json"),
@@ -243,10 +247,14 @@ func (w *Worker) quietExec() Exec {
 // exec returns how commands run: with timeout, the worker's environment
 // for upgrade id, and their output appended to log.
 func (w *Worker) exec(timeout time.Duration, id string, log io.Writer) Exec {
-	if w.execute != nil {
-		return w.execute
+	run := w.execute
+	if run == nil {
+		run = newExec(timeout, w.env(id), log)
 	}
-	return newExec(timeout, w.env(id), log)
+	if w.wrapExec != nil {
+		run = w.wrapExec(run)
+	}
+	return run
 }
 
 func (w *Worker) env(upgradeID string) []string {

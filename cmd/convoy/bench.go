@@ -81,7 +81,7 @@ type benchReport struct {
 // command time, in the table and the JSON alike.
 const (
 	simulatedNote   = "simulated hosts run the worker's own code, but skip git and run no-op commands (a no-op Exec)"
-	commandTimeNote = "the sum of its facts' duration_ms (pull, build, switch), whole milliseconds; the pull's includes two state-file writes"
+	commandTimeNote = "the wall time of every command it ran (git, build, switch, current, checks), measured around each"
 )
 
 // rawFor is how long each raw publish measurement runs.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
@@ -22,7 +23,7 @@ const realHost = "bench-real"
 type realUpgrade struct {
 	toStarted time.Duration // request stored → upgrade.started stored
 	total     time.Duration // request stored → terminal fact stored
-	commands  time.Duration // the sum of its facts' duration_ms
+	commands  time.Duration // the time its commands ran
 }
 
 // overhead is what the worker added around its commands.
@@ -45,7 +46,17 @@ func realWorker(ctx context.Context, url, dir string, k int, log *slog.Logger) (
 		return nil, err
 	}
 	defer conn.Close()
-	w, err := workers.New(workers.Options{Config: cfg, Conn: conn, Logger: log, Version: version})
+	// Every command the worker runs is timed, whole: git, build, switch,
+	// current, the checks.
+	var commandNS atomic.Int64
+	timed := func(run workers.Exec) workers.Exec {
+		return func(ctx context.Context, dir string, argv []string, env ...string) workers.CmdResult {
+			start := time.Now()
+			defer func() { commandNS.Add(int64(time.Since(start))) }()
+			return run(ctx, dir, argv, env...)
+		}
+	}
+	w, err := workers.New(workers.Options{Config: cfg, Conn: conn, Logger: log, Version: version, WrapExec: timed})
 	if err != nil {
 		return nil, fmt.Errorf("real worker: %w", err)
 	}
@@ -69,7 +80,8 @@ func realWorker(ctx context.Context, url, dir string, k int, log *slog.Logger) (
 		if _, err := fleet.Commit(fmt.Sprintf("{ services.openssh.enable = true; # convoy bench upgrade %d\n}\n", i+1), "bench"); err != nil {
 			return ups, err
 		}
-		u, err := upgradeOnce(ctx, conn)
+		commandNS.Store(0)
+		u, err := upgradeOnce(ctx, conn, &commandNS)
 		if err != nil {
 			return ups, fmt.Errorf("real worker, upgrade %d of %d: %w", i+1, k, err)
 		}
@@ -79,7 +91,7 @@ func realWorker(ctx context.Context, url, dir string, k int, log *slog.Logger) (
 }
 
 // upgradeOnce requests an upgrade of realHost and waits for its end.
-func upgradeOnce(ctx context.Context, conn *bus.Conn) (realUpgrade, error) {
+func upgradeOnce(ctx context.Context, conn *bus.Conn, commandNS *atomic.Int64) (realUpgrade, error) {
 	var u realUpgrade
 	id, sent, err := producers.Upgrade(ctx, conn, producers.Request{Hosts: []string{realHost}, By: "convoy bench"})
 	if err != nil {
@@ -91,10 +103,7 @@ func upgradeOnce(ctx context.Context, conn *bus.Conn) (realUpgrade, error) {
 	}
 	var started, ended time.Time
 	var end events.Kind
-	var commandMS int64
 	_, err = producers.Wait(ctx, conn, id, sent, func(st bus.Stored) {
-		f, _ := st.Event.Fact()
-		commandMS += f.DurationMS
 		switch k := st.Event.Kind(); {
 		case k == events.UpgradeStarted:
 			started = st.Stored
@@ -109,7 +118,7 @@ func upgradeOnce(ctx context.Context, conn *bus.Conn) (realUpgrade, error) {
 		return u, fmt.Errorf("upgrade %s ended %s; see convoy history --upgrade %s", id, end, id)
 	}
 	u.toStarted, u.total = started.Sub(req.Stored), ended.Sub(req.Stored)
-	u.commands = time.Duration(commandMS) * time.Millisecond
+	u.commands = time.Duration(commandNS.Load())
 	return u, nil
 }
 
