@@ -23,6 +23,8 @@ type Bucket struct {
 	name string
 	kv   jetstream.KeyValue
 	conn *Conn
+	// getMaxBytes, when set, bounds each answer to a batched get (tests).
+	getMaxBytes int
 }
 
 // Entry is a key's value and the revision it was written at.
@@ -243,6 +245,9 @@ type directGet struct {
 	MultiLast []string `json:"multi_last"`
 	Seq       uint64   `json:"seq,omitempty"`
 	UpToSeq   uint64   `json:"up_to_seq,omitempty"`
+	// MaxBytes makes the server stop early (tests only; it defaults to
+	// the server's max pending bytes, 64 MiB).
+	MaxBytes int `json:"max_bytes,omitempty"`
 }
 
 // lastBatch reads the last messages of up to maxBatchGet keys into out.
@@ -257,7 +262,7 @@ func (b *Bucket) lastBatch(ctx context.Context, keys []string, out map[string]la
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	prefix := "$KV." + b.name + "."
-	req := directGet{MultiLast: make([]string, len(keys))}
+	req := directGet{MultiLast: make([]string, len(keys)), MaxBytes: b.getMaxBytes}
 	for i, k := range keys {
 		req.MultiLast[i] = prefix + k
 	}
