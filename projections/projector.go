@@ -37,7 +37,7 @@ type Projector struct {
 
 // Batch bounds NewProjector sets.
 const (
-	DefaultMaxBatch = 2048
+	DefaultMaxBatch = 8192
 	DefaultMaxDelay = 250 * time.Millisecond
 )
 

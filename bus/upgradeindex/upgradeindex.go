@@ -28,6 +28,8 @@ type Record struct {
 	Host string `json:"host"`
 	ID   string `json:"id"`
 	// FirstSeq and LastSeq bound the upgrade's events on the stream.
+	// Until the upgrade ends, the stored LastSeq may be behind (see
+	// Index.Apply).
 	FirstSeq  uint64    `json:"first_seq"`
 	LastSeq   uint64    `json:"last_seq"`
 	Requested time.Time `json:"requested,omitzero"`
@@ -134,6 +136,11 @@ type HostEvent struct {
 // compare-and-set (bus.ModifyMany), so concurrent projectors converge.
 // Events of no upgrade, or with an upgrade id that is not a ULID, are
 // ignored. When it returns nil every changed record is durable.
+//
+// A record of an upgrade still running is not written when its only
+// change is LastSeq: no reader needs LastSeq before the upgrade ended
+// (history reads a running upgrade to the end), and it halves the index's
+// writes. Folding those events again later changes nothing else.
 func (x *Index) Apply(ctx context.Context, evs []HostEvent) error {
 	var keys []string
 	byKey := map[string][]bus.Stored{}
@@ -149,10 +156,12 @@ func (x *Index) Apply(ctx context.Context, evs []HostEvent) error {
 		byKey[k] = append(byKey[k], ev.Stored)
 	}
 	return bus.ModifyMany(ctx, x.b, keys, func(k string, r *Record) (bool, error) {
-		changed := false
+		before := *r
 		for _, st := range byKey[k] {
-			changed = r.Fold(st) || changed
+			r.Fold(st)
 		}
-		return changed, nil
+		moved := before
+		moved.LastSeq = r.LastSeq
+		return *r != moved || (r.Ended() && r.LastSeq != before.LastSeq), nil
 	})
 }
