@@ -7,4 +7,15 @@
 // idempotent (each row remembers the last sequence applied to it), so
 // replaying from an old checkpoint, or running a rebuild beside the live
 // projector, converges on the same view.
+//
+// The projector applies events a batch at a time: it folds them in
+// memory, in stream order, then writes each host row and each upgrade
+// record the batch changed once, pipelined, each under a compare-and-set,
+// and only when all of them are durable the checkpoint, the batch's last
+// sequence. A row may thus be ahead of the checkpoint, never behind it; a
+// crash replays at most the batch it interrupted. Within a batch, rows
+// and records become visible in no particular order.
+//
+// Reads never replay the stream for status: one host is one KV read, the
+// fleet (or a list of named hosts) one pass over the bucket.
 package projections
