@@ -12,8 +12,9 @@
 // memory, in stream order, then writes each host row and each upgrade
 // record the batch changed once, pipelined, each under a compare-and-set,
 // and only when all of them are durable the checkpoint, the batch's last
-// sequence. A row may thus be ahead of the checkpoint, never behind it; a
-// crash replays at most the batch it interrupted. Within a batch, rows
+// sequence. Every event up to the checkpoint is thus in the view (a row
+// may hold later ones too), and a crash replays at most the batch it
+// interrupted. Within a batch, rows
 // and records become visible in no particular order.
 //
 // Reads never replay the stream for status: one host is one KV read, the
