@@ -261,53 +261,6 @@ func statuses(m map[string]*projections.Status) []projections.Status {
 	return out
 }
 
-// Events read in one batch cost one write per host row and per upgrade
-// record, and one checkpoint after them.
-func TestProjectorWritesEachRowOncePerBatch(t *testing.T) {
-	_, c := bustest.Start(t)
-	ctx := t.Context()
-	ok := []events.Kind{events.UpgradeStarted, events.PullSucceeded, events.BuildSucceeded, events.SwitchSucceeded, events.UpgradeSucceeded}
-	var ids []string
-	for i := range 5 {
-		ids = append(ids, appendUpgrade(t, c, "sorrow", ok, events.Fact{Commit: fmt.Sprint("c", i)}))
-	}
-	runProjector(t, c)
-	fleet, err := projections.OpenFleet(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caughtUp(t, fleet)
-	status, err := c.Bucket(ctx, bus.StatusBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	row, err := status.Get(ctx, "host.sorrow")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp, err := status.Get(ctx, "meta.checkpoint")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The status bucket's revisions count its writes: the row, then the
-	// checkpoint.
-	if row.Revision != 1 || cp.Revision != 2 {
-		t.Fatalf("30 events of one host written as row revision %d, checkpoint revision %d; want 1 and 2", row.Revision, cp.Revision)
-	}
-	s, _ := fleet.Host(ctx, "sorrow")
-	if s.Commit != "c4" || s.Seq != 30 {
-		t.Fatalf("row: %+v", s)
-	}
-	index, err := upgradeindex.Open(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, err := index.Records(ctx, ids[4], []string{"sorrow"})
-	if err != nil || recs["sorrow"].Terminal != string(events.UpgradeSucceeded) || recs["sorrow"].FirstSeq != 25 || recs["sorrow"].LastSeq != 30 {
-		t.Fatalf("upgrade record: %+v %v", recs, err)
-	}
-}
-
 // Two projectors with different batch sizes, following a stream appended
 // to while they run, leave the view and the index the stream folds to.
 // (That a conflict is read and folded again is bus's test: here the

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/bus/upgradeindex"
@@ -29,17 +28,13 @@ func hostKey(h string) string { return hostKeyPrefix + h }
 type Projector struct {
 	view
 	index *upgradeindex.Index
-	// MaxBatch and MaxDelay bound a batch (see Run). Set them, if at all,
-	// before Run.
+	// MaxBatch bounds a batch (see Run), and how far reading may run
+	// ahead of writing. Set it, if at all, before Run.
 	MaxBatch int
-	MaxDelay time.Duration
 }
 
-// Batch bounds NewProjector sets.
-const (
-	DefaultMaxBatch = 8192
-	DefaultMaxDelay = 250 * time.Millisecond
-)
+// DefaultMaxBatch is the MaxBatch NewProjector sets.
+const DefaultMaxBatch = 8192
 
 // view is the status bucket and the connection to the stream.
 type view struct {
@@ -65,7 +60,7 @@ func NewProjector(ctx context.Context, c *bus.Conn) (*Projector, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Projector{view: v, index: x, MaxBatch: DefaultMaxBatch, MaxDelay: DefaultMaxDelay}, nil
+	return &Projector{view: v, index: x, MaxBatch: DefaultMaxBatch}, nil
 }
 
 // Checkpoint returns the last stream sequence the projector applied.
@@ -94,50 +89,85 @@ func (p *Projector) setCheckpoint(ctx context.Context, seq uint64) error {
 var projected = []string{events.AllHostFacts, events.AllRequests}
 
 // Run follows the stream from the checkpoint and applies every event,
-// until ctx is done, a batch at a time. It folds events in memory until
-// the stream has none pending, or the batch holds MaxBatch events, or its
-// first event was read MaxDelay ago; then it writes each host row and
-// each upgrade record the batch changed once, all pipelined, and after
-// they are durable the checkpoint: the batch's last sequence. A crash
-// therefore replays at most one batch, which the folds skip or re-apply
-// to the same result.
+// until ctx is done, a batch at a time. One goroutine reads events while
+// another writes them: each batch is the events read while the previous
+// one was being written (at least one, at most MaxBatch), folded in
+// memory in stream order. The writer writes each host row and each
+// upgrade record the batch changed once, all pipelined, and after they
+// are durable the checkpoint: the batch's last sequence. A crash
+// therefore replays at most the batch being written and those read
+// ahead, which the folds skip or re-apply to the same result.
 func (p *Projector) Run(ctx context.Context) error {
 	cp, err := p.Checkpoint(ctx)
 	if err != nil {
 		return err
 	}
-	var b batch
-	err = p.conn.Follow(ctx, projected, bus.From{Seq: cp + 1}, func(st bus.Stored) error {
-		b.add(st)
-		if st.Pending > 0 && b.n < p.MaxBatch && time.Since(b.started) < p.MaxDelay {
+	run, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	read := make(chan bus.Stored, max(p.MaxBatch, 1))
+	written := make(chan error, 1)
+	go func() {
+		err := p.writeBatches(run, read)
+		cancel(err)
+		written <- err
+	}()
+	err = p.conn.Follow(run, projected, bus.From{Seq: cp + 1}, func(st bus.Stored) error {
+		select {
+		case read <- st:
 			return nil
+		case <-run.Done():
+			return context.Cause(run)
 		}
-		if err := p.write(ctx, &b); err != nil {
-			return err
-		}
-		b = batch{}
-		return nil
 	})
-	if ctx.Err() != nil {
+	cancel(err)
+	werr := <-written
+	switch {
+	case ctx.Err() != nil:
 		return nil
+	case werr != nil && !errors.Is(werr, context.Canceled):
+		return werr
 	}
 	return err
 }
 
-// batch is the events Run has read and not yet written, grouped by host
-// in the order of each host's first event.
+// writeBatches takes what read holds, up to MaxBatch events, and writes
+// it, until ctx is done or a write fails.
+func (p *Projector) writeBatches(ctx context.Context, read <-chan bus.Stored) error {
+	for {
+		var b batch
+		select {
+		case st := <-read:
+			b.add(st)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	more:
+		for b.n < p.MaxBatch {
+			select {
+			case st := <-read:
+				b.add(st)
+			default:
+				break more
+			}
+		}
+		if err := p.write(ctx, &b); err != nil {
+			return err
+		}
+	}
+}
+
+// batch is the events taken for one write, grouped by host in the order
+// of each host's first event.
 type batch struct {
-	n       int
-	started time.Time
-	last    uint64 // the last event's sequence
-	hosts   []string
-	facts   map[string][]bus.Stored // by host
-	index   []upgradeindex.HostEvent
+	n     int
+	last  uint64 // the last event's sequence
+	hosts []string
+	facts map[string][]bus.Stored // by host
+	index []upgradeindex.HostEvent
 }
 
 func (b *batch) add(st bus.Stored) {
 	if b.n == 0 {
-		b.started = time.Now()
 		b.facts = map[string][]bus.Stored{}
 	}
 	b.n++
