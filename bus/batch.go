@@ -25,9 +25,9 @@ type published struct {
 	err error
 }
 
-// publishAll publishes msgs (nil ones are skipped) without waiting for each ack, at most
-// pipelineDepth awaiting theirs at a time, and returns every outcome in
-// the order of msgs. The server stores messages from one connection in
+// publishAll publishes msgs (nil ones are skipped) without waiting for
+// each ack, at most pipelineDepth awaiting theirs at a time, and returns
+// every outcome in the order of msgs. The server stores messages from one connection in
 // the order they were sent. Each ack is waited for up to APITimeout.
 func (c *Conn) publishAll(ctx context.Context, msgs []*nats.Msg, opts func(i int) []jetstream.PublishOpt) []published {
 	out := make([]published, len(msgs))

@@ -291,16 +291,16 @@ func readBatch(ctx context.Context, sub *nats.Subscription, prefix string, req *
 		if err != nil {
 			return false, err
 		}
-		switch status := m.Header.Get("Status"); status {
-		case "":
-		case "404": // none of the keys exists
+		switch status, descr := m.Header.Get("Status"), m.Header.Get("Description"); {
+		case status == "":
+		case status == "404" && descr == "No Results": // none of the keys exists
 			return true, nil
-		case "204":
+		case status == "204":
 			pending, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
 			req.UpToSeq, _ = strconv.ParseUint(m.Header.Get("Nats-UpTo-Sequence"), 10, 64)
 			return pending == 0, nil
 		default:
-			return false, fmt.Errorf("batched direct get: %s %s (it needs nats-server 2.11 or later)", status, m.Header.Get("Description"))
+			return false, fmt.Errorf("batched direct get: %s %s (it needs nats-server 2.11 or later)", status, descr)
 		}
 		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 		if err != nil {
