@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -18,6 +22,9 @@ var ErrConflict = errors.New("written concurrently")
 type Bucket struct {
 	name string
 	kv   jetstream.KeyValue
+	conn *Conn
+	// getMaxBytes, when set, bounds each answer to a batched get (tests).
+	getMaxBytes int
 }
 
 // Entry is a key's value and the revision it was written at.
@@ -41,7 +48,7 @@ func (c *Conn) Bucket(ctx context.Context, name string) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w (has `convoy server` provisioned the bus?)", name, err)
 	}
-	return &Bucket{name: name, kv: kv}, nil
+	return &Bucket{name: name, kv: kv, conn: c}, nil
 }
 
 // Get returns key's entry, or an error wrapping ErrNotFound.
@@ -123,28 +130,185 @@ func (b *Bucket) GetJSON(ctx context.Context, key string, v any) (uint64, error)
 	return ent.Revision, nil
 }
 
-// Modify reads key's JSON value (the zero T when the key is missing),
-// lets fold change it, and writes it back only if nobody wrote the key in
-// between; on a conflict it reads and folds again. fold returning false
-// leaves the key as it is. This is the one compare-and-set loop of every
-// KV view and ledger.
-func Modify[T any](ctx context.Context, b *Bucket, key string, fold func(*T) (bool, error)) error {
-	for range 16 {
+// All returns the entry of every key matching filter (NATS wildcards),
+// sorted by key, read in one pass over the bucket: one consumer delivers
+// the last value of each key, deleted keys left out. A key written while
+// All reads may come back at its old or its new value.
+func (b *Bucket) All(ctx context.Context, filter string) ([]Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, APITimeout)
+	defer cancel()
+	w, err := b.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("%s read %s: %w", b.name, filter, err)
+	}
+	defer func() {
+		_ = w.Stop()
+		// The watch blocks on a full channel: drain it until Stop
+		// closes it, so a burst of writes cannot strand its goroutine.
+		go func() {
+			for range w.Updates() {
+			}
+		}()
+	}()
+	var out []Entry
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("%s read %s: watch closed", b.name, filter)
+			}
+			if e == nil { // every key's value is in
+				sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+				return out, nil
+			}
+			out = append(out, Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()})
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s read %s: %w", b.name, filter, ctx.Err())
+		}
+	}
+}
+
+// GetMany returns the entries of those of keys that exist, by key. It
+// asks the server for up to maxBatchGet keys per request (a batched direct
+// get, nats-server 2.11 or later), so a thousand keys cost one round trip.
+func (b *Bucket) GetMany(ctx context.Context, keys []string) (map[string]Entry, error) {
+	all, err := b.lastMany(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Entry, len(all))
+	for k, e := range all {
+		if !e.deleted {
+			out[k] = e.Entry
+		}
+	}
+	return out, nil
+}
+
+// AllJSON is All with each value decoded into a T, in key order.
+func AllJSON[T any](ctx context.Context, b *Bucket, filter string) ([]T, error) {
+	ents, err := b.All(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, len(ents))
+	for i, e := range ents {
+		if err := json.Unmarshal(e.Value, &out[i]); err != nil {
+			return nil, fmt.Errorf("%s %s: decode: %w", b.name, e.Key, err)
+		}
+	}
+	return out, nil
+}
+
+// GetManyJSON is GetMany with each value decoded into a T.
+func GetManyJSON[T any](ctx context.Context, b *Bucket, keys []string) (map[string]T, error) {
+	ents, err := b.GetMany(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]T, len(ents))
+	for k, e := range ents {
 		var v T
-		rev, err := b.GetJSON(ctx, key, &v)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return err
+		if err := json.Unmarshal(e.Value, &v); err != nil {
+			return nil, fmt.Errorf("%s %s: decode: %w", b.name, k, err)
 		}
-		if ok, err := fold(&v); err != nil || !ok {
-			return err
+		out[k] = v
+	}
+	return out, nil
+}
+
+// maxBatchGet is how many keys one batched direct get names: the server
+// answers at most 1,024 messages to one request.
+const maxBatchGet = 1024
+
+// lastEntry is a key's last message, which may be a delete marker: its
+// revision is what a compare-and-set of the key must name.
+type lastEntry struct {
+	Entry
+	deleted bool
+}
+
+// lastMany reads the last message of each of keys that has one.
+func (b *Bucket) lastMany(ctx context.Context, keys []string) (map[string]lastEntry, error) {
+	out := make(map[string]lastEntry, len(keys))
+	for chunk := range slices.Chunk(keys, maxBatchGet) {
+		if err := b.lastBatch(ctx, chunk, out); err != nil {
+			return nil, fmt.Errorf("%s get %d keys: %w", b.name, len(keys), err)
 		}
-		val, err := json.Marshal(&v)
+	}
+	return out, nil
+}
+
+// directGet is a batched direct get request ("multi_last"): the last
+// message of each subject, with sequence at least Seq and at most UpToSeq.
+type directGet struct {
+	MultiLast []string `json:"multi_last"`
+	Seq       uint64   `json:"seq,omitempty"`
+	UpToSeq   uint64   `json:"up_to_seq,omitempty"`
+	// MaxBytes makes the server stop early (tests only; it defaults to
+	// the server's max pending bytes, 64 MiB).
+	MaxBytes int `json:"max_bytes,omitempty"`
+}
+
+// lastBatch reads the last messages of up to maxBatchGet keys into out.
+func (b *Bucket) lastBatch(ctx context.Context, keys []string, out map[string]lastEntry) error {
+	ctx, cancel := context.WithTimeout(ctx, APITimeout)
+	defer cancel()
+	nc := b.conn.nc
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	prefix := "$KV." + b.name + "."
+	req := directGet{MultiLast: make([]string, len(keys)), MaxBytes: b.getMaxBytes}
+	for i, k := range keys {
+		req.MultiLast[i] = prefix + k
+	}
+	api := jetstream.DefaultAPIPrefix + "DIRECT.GET.KV_" + b.name
+	for {
+		data, err := json.Marshal(req)
 		if err != nil {
 			return err
 		}
-		if _, err = b.Write(ctx, key, val, rev); !errors.Is(err, ErrConflict) {
+		if err := nc.PublishRequest(api, inbox, data); err != nil {
+			return err
+		}
+		if done, err := readBatch(ctx, sub, prefix, &req, out); done || err != nil {
 			return err
 		}
 	}
-	return fmt.Errorf("%s %s: too many concurrent writers", b.name, key)
+}
+
+// readBatch reads one answer to a batched direct get. The server sends
+// the messages in sequence order and ends with an end-of-batch status;
+// when it stopped early (a byte limit), readBatch moves req on to ask for
+// the rest, from the next sequence up to the same end, and returns false.
+func readBatch(ctx context.Context, sub *nats.Subscription, prefix string, req *directGet, out map[string]lastEntry) (bool, error) {
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return false, err
+		}
+		switch status, descr := m.Header.Get("Status"), m.Header.Get("Description"); {
+		case status == "":
+		case status == "404" && descr == "No Results": // none of the keys exists
+			return true, nil
+		case status == "204":
+			pending, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			req.UpToSeq, _ = strconv.ParseUint(m.Header.Get("Nats-UpTo-Sequence"), 10, 64)
+			return pending == 0, nil
+		default:
+			return false, fmt.Errorf("batched direct get: %s %s (it needs nats-server 2.11 or later)", status, descr)
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return false, fmt.Errorf("batched direct get: sequence %q: %w", m.Header.Get(jetstream.SequenceHeader), err)
+		}
+		key := strings.TrimPrefix(m.Header.Get(jetstream.SubjectHeader), prefix)
+		deleted := m.Header.Get("KV-Operation") != "" || m.Header.Get(jetstream.MarkerReasonHeader) != ""
+		out[key] = lastEntry{Entry: Entry{Key: key, Value: m.Data, Revision: seq}, deleted: deleted}
+		req.Seq = seq + 1
+	}
 }

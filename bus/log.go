@@ -60,12 +60,10 @@ func (c *Conn) Append(ctx context.Context, subject string, e events.Event, expec
 // AppendID is Append with an explicit Nats-Msg-Id. Producers use it to
 // make a request idempotent per host and upgrade id.
 func (c *Conn) AppendID(ctx context.Context, subject string, e events.Event, msgID string, expect *Expect) (uint64, error) {
-	data, err := events.Encode(e)
+	msg, err := eventMsg(subject, e)
 	if err != nil {
 		return 0, err
 	}
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	msg.Header.Set("Content-Type", "application/cloudevents+json")
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName)}
 	if expect != nil {
 		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(expect.Seq, expect.Filter))

@@ -64,42 +64,67 @@ func (r Request) Validate() error {
 func RequestMsgID(host, id string) string { return "req." + host + "." + id }
 
 // Upgrade validates the request and appends one upgrade.requested per
-// host. Every host name is checked before anything is sent. It returns the
-// upgrade id and what happened on each host.
+// host. Every host name is checked before anything is sent. When the
+// caller gave the id, the upgrade index is read first, for all hosts at
+// once, and a host whose upgrade already ended under it is reported in
+// Sent.Done and not sent again (a new id cannot have ended). The appends
+// are pipelined, each deduplicated by RequestMsgID, so a retry stores
+// each host's request at most once.
+//
+// It returns the upgrade id and, in the order of r.Hosts, what happened
+// on each host that was handled; the error joins one error per host whose
+// request may not be stored, and those hosts have no Sent. Requesting
+// them again with the same id is safe.
 func Upgrade(ctx context.Context, c *bus.Conn, r Request) (string, []Sent, error) {
 	if err := r.Validate(); err != nil {
 		return "", nil, err
 	}
+	done := map[string]upgradeindex.Record{}
 	if r.ID == "" {
 		r.ID = events.NewID()
-	}
-	index, err := upgradeindex.Open(ctx, c)
-	if err != nil {
-		return "", nil, err
+	} else {
+		index, err := upgradeindex.Open(ctx, c)
+		if err != nil {
+			return "", nil, err
+		}
+		if done, err = index.Records(ctx, r.ID, r.Hosts); err != nil {
+			return "", nil, err
+		}
 	}
 	source := "convoy/producer"
 	if r.By != "" {
 		source += "/" + r.By
 	}
-	sent := make([]Sent, 0, len(r.Hosts))
+	var out []bus.Outgoing
 	for _, h := range r.Hosts {
-		if rec, err := index.Get(ctx, h, r.ID); err == nil && rec.Ended() {
-			sent = append(sent, Sent{Host: h, Seq: rec.FirstSeq, Done: &rec})
+		if done[h].Ended() {
 			continue
 		}
 		e, err := events.New(events.UpgradeRequested, h, source, events.UpgradeRequest{Rev: r.Rev, AllowDowngrade: r.AllowDowngrade, RequestedBy: r.By})
 		if err != nil {
-			return r.ID, sent, err
+			return r.ID, nil, err
 		}
 		e.UpgradeID = r.ID
 		subj, _ := events.RequestSubject(h, events.UpgradeRequested)
-		seq, err := c.AppendID(ctx, subj, e, RequestMsgID(h, r.ID), nil)
-		if err != nil {
-			return r.ID, sent, fmt.Errorf("request upgrade of %s: %w", h, err)
-		}
-		sent = append(sent, Sent{Host: h, Seq: seq})
+		out = append(out, bus.Outgoing{Subject: subj, Event: e, MsgID: RequestMsgID(h, r.ID)})
 	}
-	return r.ID, sent, nil
+	appended := c.AppendAll(ctx, out)
+	sent := make([]Sent, 0, len(r.Hosts))
+	var errs []error
+	for _, h := range r.Hosts {
+		if rec := done[h]; rec.Ended() {
+			sent = append(sent, Sent{Host: h, Seq: rec.FirstSeq, Done: &rec})
+			continue
+		}
+		a := appended[0]
+		appended = appended[1:]
+		if a.Err != nil {
+			errs = append(errs, fmt.Errorf("request upgrade of %s: %w", h, a.Err))
+			continue
+		}
+		sent = append(sent, Sent{Host: h, Seq: a.Seq})
+	}
+	return r.ID, sent, errors.Join(errs...)
 }
 
 // Pin asks host's worker to pin its current generation as golden. It

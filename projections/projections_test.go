@@ -2,9 +2,11 @@ package projections_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,10 +40,18 @@ func appendUpgrade(t *testing.T, c *bus.Conn, host string, kinds []events.Kind, 
 
 func runProjector(t *testing.T, c *bus.Conn) {
 	t.Helper()
+	runProjectorBatch(t, c, projections.DefaultMaxBatch)
+}
+
+// runProjectorBatch runs a projector whose batches hold at most maxBatch
+// events.
+func runProjectorBatch(t *testing.T, c *bus.Conn, maxBatch int) {
+	t.Helper()
 	p, err := projections.NewProjector(t.Context(), c)
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.MaxBatch = maxBatch
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = p.Run(ctx) }()
@@ -176,20 +186,9 @@ func TestRebuildRestoresADamagedView(t *testing.T) {
 	}
 	caughtUp(t, fleet)
 
-	// What the stream folds to, computed here.
-	want := map[string]*projections.Status{}
-	var last uint64
-	err = c.Replay(ctx, []string{events.AllHostFacts, events.AllRequests}, bus.From{}, func(st bus.Stored) error {
-		last = st.Seq
-		h := st.Event.Host()
-		if want[h] == nil {
-			want[h] = &projections.Status{Host: h}
-		}
-		projections.Apply(want[h], st)
-		return nil
-	})
-	if err != nil || len(want) != 3 {
-		t.Fatalf("fold: %v, %d hosts", err, len(want))
+	want, last := foldStream(t, c)
+	if len(want) != 3 {
+		t.Fatalf("fold: %d hosts", len(want))
 	}
 
 	status, err := c.Bucket(ctx, bus.StatusBucket)
@@ -232,6 +231,27 @@ func TestRebuildRestoresADamagedView(t *testing.T) {
 	}
 }
 
+// foldStream returns what the stream folds to, computed here, and the
+// last sequence read.
+func foldStream(t *testing.T, c *bus.Conn) (map[string]*projections.Status, uint64) {
+	t.Helper()
+	want := map[string]*projections.Status{}
+	var last uint64
+	err := c.Replay(t.Context(), []string{events.AllHostFacts, events.AllRequests}, bus.From{}, func(st bus.Stored) error {
+		last = st.Seq
+		h := st.Event.Host()
+		if want[h] == nil {
+			want[h] = &projections.Status{Host: h}
+		}
+		projections.Apply(want[h], st)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("fold: %v", err)
+	}
+	return want, last
+}
+
 // statuses returns the rows sorted by host, as Fleet.All does.
 func statuses(m map[string]*projections.Status) []projections.Status {
 	var out []projections.Status
@@ -239,4 +259,61 @@ func statuses(m map[string]*projections.Status) []projections.Status {
 		out = append(out, *m[h])
 	}
 	return out
+}
+
+// Two projectors with different batch sizes, following a stream appended
+// to while they run, leave the view and the index the stream folds to.
+// (That a conflict is read and folded again is bus's test: here the
+// other projector would make up for a lost write.)
+func TestConcurrentProjectorsConverge(t *testing.T) {
+	_, c := bustest.Start(t)
+	ctx := t.Context()
+	runProjectorBatch(t, c, 3)
+	runProjectorBatch(t, c, projections.DefaultMaxBatch)
+	ok := []events.Kind{events.UpgradeStarted, events.PullSucceeded, events.BuildSucceeded, events.SwitchSucceeded, events.UpgradeSucceeded}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 6 {
+				id := appendUpgrade(t, c, fmt.Sprintf("h%d", (g+i)%5), ok, events.Fact{Commit: fmt.Sprint("c", g, i)})
+				mu.Lock()
+				ids[id] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	fleet, err := projections.OpenFleet(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := foldStream(t, c)
+	bustest.Eventually(t, 10*time.Second, "both projectors to write the fold", func() bool {
+		got, err := fleet.All(ctx)
+		return err == nil && reflect.DeepEqual(got, statuses(want))
+	})
+	index, err := upgradeindex.Open(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRecs := map[string]*upgradeindex.Record{}
+	err = c.Replay(ctx, []string{events.AllHostFacts, events.AllRequests}, bus.From{}, func(st bus.Stored) error {
+		id := st.Event.UpgradeID
+		if wantRecs[id] == nil {
+			wantRecs[id] = &upgradeindex.Record{}
+		}
+		wantRecs[id].Fold(st)
+		return nil
+	})
+	if err != nil || len(wantRecs) != len(ids) {
+		t.Fatalf("fold: %v, %d upgrades, want %d", err, len(wantRecs), len(ids))
+	}
+	for id := range ids {
+		recs, err := index.ByID(ctx, id)
+		if err != nil || len(recs) != 1 || recs[0] != *wantRecs[id] || recs[0].Terminal != string(events.UpgradeSucceeded) {
+			t.Fatalf("upgrade %s: %+v %v, want %+v", id, recs, err, *wantRecs[id])
+		}
+	}
 }

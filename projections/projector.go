@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/bus/upgradeindex"
@@ -27,7 +28,13 @@ func hostKey(h string) string { return hostKeyPrefix + h }
 type Projector struct {
 	view
 	index *upgradeindex.Index
+	// MaxBatch bounds a batch (see Run), and how far reading may run
+	// ahead of writing. Set it, if at all, before Run.
+	MaxBatch int
 }
+
+// DefaultMaxBatch is the MaxBatch NewProjector sets.
+const DefaultMaxBatch = 8192
 
 // view is the status bucket and the connection to the stream.
 type view struct {
@@ -53,7 +60,7 @@ func NewProjector(ctx context.Context, c *bus.Conn) (*Projector, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Projector{view: v, index: x}, nil
+	return &Projector{view: v, index: x, MaxBatch: DefaultMaxBatch}, nil
 }
 
 // Checkpoint returns the last stream sequence the projector applied.
@@ -82,57 +89,149 @@ func (p *Projector) setCheckpoint(ctx context.Context, seq uint64) error {
 var projected = []string{events.AllHostFacts, events.AllRequests}
 
 // Run follows the stream from the checkpoint and applies every event,
-// until ctx is done. It writes the checkpoint whenever it has caught up
-// and at least every 256 events.
+// until ctx is done, a batch at a time. One goroutine reads events while
+// another writes them: each batch is the events read while the previous
+// one was being written (at least one, at most MaxBatch), folded in
+// memory in stream order. The writer writes each host row and each
+// upgrade record the batch changed once, all pipelined, and after they
+// are durable the checkpoint: the batch's last sequence. A crash
+// therefore replays at most the batch being written and those read
+// ahead, which the folds skip or re-apply to the same result.
 func (p *Projector) Run(ctx context.Context) error {
 	cp, err := p.Checkpoint(ctx)
 	if err != nil {
 		return err
 	}
-	n := 0
-	err = p.conn.Follow(ctx, projected, bus.From{Seq: cp + 1}, func(st bus.Stored) error {
-		if err := p.apply(ctx, st); err != nil {
-			return err
+	run, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	read := make(chan bus.Stored, max(p.MaxBatch, 1))
+	written := make(chan error, 1)
+	go func() {
+		err := p.writeBatches(run, read)
+		cancel(err)
+		written <- err
+	}()
+	err = p.conn.Follow(run, projected, bus.From{Seq: cp + 1}, func(st bus.Stored) error {
+		select {
+		case read <- st:
+			return nil
+		case <-run.Done():
+			return context.Cause(run)
 		}
-		n++
-		if n%256 == 0 || st.Pending == 0 {
-			return p.setCheckpoint(ctx, st.Seq)
-		}
-		return nil
 	})
-	if ctx.Err() != nil {
+	cancel(err)
+	werr := <-written
+	switch {
+	case ctx.Err() != nil:
 		return nil
+	case werr != nil && !errors.Is(werr, context.Canceled):
+		return werr
 	}
 	return err
 }
 
-func (p *Projector) apply(ctx context.Context, st bus.Stored) error {
+// writeBatches takes what read holds, up to MaxBatch events, and writes
+// it, until ctx is done or a write fails.
+func (p *Projector) writeBatches(ctx context.Context, read <-chan bus.Stored) error {
+	for {
+		var b batch
+		select {
+		case st := <-read:
+			b.add(st)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	more:
+		for b.n < p.MaxBatch {
+			select {
+			case st := <-read:
+				b.add(st)
+			default:
+				break more
+			}
+		}
+		if err := p.write(ctx, &b); err != nil {
+			return err
+		}
+	}
+}
+
+// batch is the events taken for one write, grouped by host in the order
+// of each host's first event.
+type batch struct {
+	n     int
+	last  uint64 // the last event's sequence
+	hosts []string
+	facts map[string][]bus.Stored // by host
+	index []upgradeindex.HostEvent
+}
+
+func (b *batch) add(st bus.Stored) {
+	if b.n == 0 {
+		b.facts = map[string][]bus.Stored{}
+	}
+	b.n++
+	b.last = st.Seq
+	h := hostOf(st)
+	if h == "" {
+		return
+	}
+	if b.facts[h] == nil {
+		b.hosts = append(b.hosts, h)
+	}
+	b.facts[h] = append(b.facts[h], st)
+	b.index = append(b.index, upgradeindex.HostEvent{Host: h, Stored: st})
+}
+
+// hostOf returns the host whose subjects st was stored under, or "" for
+// an event the projections skip.
+func hostOf(st bus.Stored) string {
 	if st.Err != nil {
-		return nil
+		return ""
 	}
 	sub, err := events.ParseSubject(st.Subject)
-	if err != nil || sub.Host == "" {
-		return nil
-	}
-	err = bus.Modify(ctx, p.status, hostKey(sub.Host), func(s *Status) (bool, error) {
-		if s.Host == "" {
-			s.Host = sub.Host
-		}
-		return Apply(s, st), nil
-	})
 	if err != nil {
+		return ""
+	}
+	return sub.Host
+}
+
+// write makes a batch durable: the rows and the upgrade records at once,
+// then the checkpoint.
+func (p *Projector) write(ctx context.Context, b *batch) error {
+	var wg sync.WaitGroup
+	var indexErr error
+	wg.Go(func() { indexErr = p.index.Apply(ctx, b.index) })
+	keys := make([]string, len(b.hosts))
+	for i, h := range b.hosts {
+		keys[i] = hostKey(h)
+	}
+	rowsErr := bus.ModifyMany(ctx, p.status, keys, func(k string, s *Status) (bool, error) {
+		h := k[len(hostKeyPrefix):]
+		if s.Host == "" {
+			s.Host = h
+		}
+		changed := false
+		for _, st := range b.facts[h] {
+			changed = Apply(s, st) || changed
+		}
+		return changed, nil
+	})
+	wg.Wait()
+	if err := errors.Join(rowsErr, indexErr); err != nil {
 		return err
 	}
-	return p.index.Apply(ctx, sub.Host, st)
+	return p.setCheckpoint(ctx, b.last)
 }
 
 // Rebuild recomputes the status of every host from stream sequence 1 and
 // replaces what the bucket holds, so a view damaged or produced by older
-// code is made right: rows are rewritten, rows of hosts the stream does
-// not know are deleted, and the checkpoint is set to the last event read.
-// Hosts the live projector moved past the rebuild's end are caught up
-// from the stream before they are written. It returns the number of
-// events read.
+// code is made right: rows that differ are rewritten (pipelined, each
+// under a compare-and-set), rows of hosts the stream does not know are
+// deleted, and the checkpoint is set to the last event read. Rows that
+// are already right are read, not written. Hosts the live projector moved
+// past the rebuild's end are caught up from the stream before they are
+// written. It returns the number of events read.
 //
 // The upgrade index is not rebuilt: only the live projector writes it
 // (workers trust it), and its folds are idempotent.
@@ -143,17 +242,14 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 	err := p.conn.Replay(ctx, projected, bus.From{}, func(st bus.Stored) error {
 		n++
 		last = st.Seq
-		if st.Err != nil {
+		h := hostOf(st)
+		if h == "" {
 			return nil
 		}
-		sub, err := events.ParseSubject(st.Subject)
-		if err != nil || sub.Host == "" {
-			return nil
-		}
-		s := rows[sub.Host]
+		s := rows[h]
 		if s == nil {
-			s = &Status{Host: sub.Host}
-			rows[sub.Host] = s
+			s = &Status{Host: h}
+			rows[h] = s
 		}
 		Apply(s, st)
 		return nil
@@ -161,10 +257,15 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 	if err != nil {
 		return n, fmt.Errorf("rebuild: %w", err)
 	}
-	for host, s := range rows {
-		if err := p.replaceHost(ctx, host, s); err != nil {
-			return n, err
-		}
+	keys := make([]string, 0, len(rows))
+	for h := range rows {
+		keys = append(keys, hostKey(h))
+	}
+	err = bus.ModifyMany(ctx, p.status, keys, func(k string, cur *Status) (bool, error) {
+		return true, p.replaceHost(ctx, rows[k[len(hostKeyPrefix):]], cur)
+	})
+	if err != nil {
+		return n, fmt.Errorf("rebuild: %w", err)
 	}
 	hosts, err := p.hosts(ctx)
 	if err != nil {
@@ -185,25 +286,19 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// replaceHost writes the rebuilt row, first catching it up to what the
-// bucket holds if the live projector got further.
-func (p *Projector) replaceHost(ctx context.Context, host string, s *Status) error {
-	err := bus.Modify(ctx, p.status, hostKey(host), func(cur *Status) (bool, error) {
-		if cur.Seq > s.Seq {
-			err := p.conn.Replay(ctx, []string{events.HostFacts(host), events.HostRequests(host)}, bus.From{Seq: s.Seq + 1}, func(st bus.Stored) error {
-				Apply(s, st)
-				return nil
-			})
-			if err != nil {
-				return false, err
-			}
+// replaceHost sets cur to the rebuilt row s, first catching s up from the
+// stream if the live projector got cur further.
+func (p *Projector) replaceHost(ctx context.Context, s, cur *Status) error {
+	if cur.Seq > s.Seq {
+		err := p.conn.Replay(ctx, []string{events.HostFacts(s.Host), events.HostRequests(s.Host)}, bus.From{Seq: s.Seq + 1}, func(st bus.Stored) error {
+			Apply(s, st)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("catch up %s: %w", s.Host, err)
 		}
-		*cur = *s
-		return true, nil
-	})
-	if err != nil {
-		return fmt.Errorf("rebuild %s: %w", host, err)
 	}
+	*cur = *s
 	return nil
 }
 

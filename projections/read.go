@@ -14,8 +14,15 @@ import (
 // ErrUnknownHost is returned for a host the fleet view has never seen.
 var ErrUnknownHost = errors.New("unknown host")
 
-// Fleet reads the status bucket. It never replays the stream: a status
-// query is one KV read per host.
+// UnknownHost is the error, wrapping ErrUnknownHost, for a host the view
+// has no row of.
+func UnknownHost(host string) error {
+	return fmt.Errorf("%w %q: no worker or request for it is on the bus yet", ErrUnknownHost, host)
+}
+
+// Fleet reads the status bucket. It never replays the stream: one host's
+// status is one KV read, and the whole fleet's, or many named hosts', one
+// pass over the bucket.
 type Fleet struct{ view }
 
 // OpenFleet opens the fleet view.
@@ -35,7 +42,7 @@ func (f *Fleet) Host(ctx context.Context, host string) (Status, error) {
 	}
 	_, err := f.status.GetJSON(ctx, hostKey(host), &s)
 	if errors.Is(err, bus.ErrNotFound) {
-		return s, fmt.Errorf("%w %q: no worker or request for it is on the bus yet", ErrUnknownHost, host)
+		return s, UnknownHost(host)
 	}
 	if err != nil {
 		return s, fmt.Errorf("status %s: %w", host, err)
@@ -43,22 +50,36 @@ func (f *Fleet) Host(ctx context.Context, host string) (Status, error) {
 	return s, nil
 }
 
-// All returns every host's status, sorted by host name.
+// All returns every host's status, sorted by host name, read in one pass
+// over the bucket.
 func (f *Fleet) All(ctx context.Context) ([]Status, error) {
-	hosts, err := f.hosts(ctx)
+	sts, err := bus.AllJSON[Status](ctx, f.status, hostKeyPrefix+"*")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("status: %w", err)
 	}
-	out := make([]Status, 0, len(hosts))
-	for _, h := range hosts {
-		s, err := f.Host(ctx, h)
-		if errors.Is(err, ErrUnknownHost) {
-			continue
-		}
-		if err != nil {
+	return sts, nil
+}
+
+// Hosts returns the status of those of hosts the view knows, by host, in
+// one round trip per thousand hosts: for a list of named hosts, cheaper
+// than reading the fleet.
+func (f *Fleet) Hosts(ctx context.Context, hosts []string) (map[string]Status, error) {
+	keys := make([]string, len(hosts))
+	for i, h := range hosts {
+		if err := events.ValidateHost(h); err != nil {
 			return nil, err
 		}
-		out = append(out, s)
+		keys[i] = hostKey(h)
+	}
+	byKey, err := bus.GetManyJSON[Status](ctx, f.status, keys)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	out := make(map[string]Status, len(byKey))
+	for i, k := range keys {
+		if s, ok := byKey[k]; ok {
+			out[hosts[i]] = s
+		}
 	}
 	return out, nil
 }

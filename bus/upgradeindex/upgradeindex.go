@@ -8,14 +8,14 @@
 // to report such a request instead of sending it, and history to read one
 // upgrade without scanning the stream.
 //
-// Only the projector writes it (see projections), with Apply under a
-// compare-and-set, so concurrent projectors converge; a host credential
+// Only the projector writes it (see projections), a batch of events at a
+// time with Apply, under a compare-and-set, so concurrent projectors
+// converge; a host credential
 // may read only its own records, and operators may not write them.
 package upgradeindex
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -28,6 +28,8 @@ type Record struct {
 	Host string `json:"host"`
 	ID   string `json:"id"`
 	// FirstSeq and LastSeq bound the upgrade's events on the stream.
+	// Until the upgrade ends, the stored LastSeq may be behind (see
+	// Index.Apply).
 	FirstSeq  uint64    `json:"first_seq"`
 	LastSeq   uint64    `json:"last_seq"`
 	Requested time.Time `json:"requested,omitzero"`
@@ -88,38 +90,78 @@ func (x *Index) Get(ctx context.Context, host, id string) (Record, error) {
 	return r, nil
 }
 
-// ByID returns every host's record of upgrade id, sorted by host.
+// ByID returns every host's record of upgrade id, sorted by host, read
+// in one pass over the index.
 func (x *Index) ByID(ctx context.Context, id string) ([]Record, error) {
 	if err := events.ValidateID(id); err != nil {
 		return nil, err
 	}
-	keys, err := x.b.Keys(ctx, bus.UpgradeKey("*", id))
+	recs, err := bus.AllJSON[Record](ctx, x.b, bus.UpgradeKey("*", id))
 	if err != nil {
 		return nil, fmt.Errorf("upgrade %s: %w", id, err)
 	}
-	out := make([]Record, 0, len(keys))
-	for _, k := range keys {
-		var r Record
-		if _, err := x.b.GetJSON(ctx, k, &r); err != nil {
-			if errors.Is(err, bus.ErrNotFound) {
-				continue
-			}
-			return nil, fmt.Errorf("upgrade %s: %w", id, err)
+	return recs, nil
+}
+
+// Records returns the records of upgrade id on those of hosts that have
+// one, by host, in one round trip per thousand hosts.
+func (x *Index) Records(ctx context.Context, id string, hosts []string) (map[string]Record, error) {
+	keys := make([]string, len(hosts))
+	for i, h := range hosts {
+		keys[i] = bus.UpgradeKey(h, id)
+	}
+	byKey, err := bus.GetManyJSON[Record](ctx, x.b, keys)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade %s: %w", id, err)
+	}
+	out := make(map[string]Record, len(byKey))
+	for i, k := range keys {
+		if r, ok := byKey[k]; ok {
+			out[hosts[i]] = r
 		}
-		out = append(out, r)
 	}
 	return out, nil
 }
 
-// Apply folds one stored event of host into its upgrade's record and
-// writes it back under a compare-and-set. Events of no upgrade, or with an
-// upgrade id that is not a ULID, are ignored.
-func (x *Index) Apply(ctx context.Context, host string, st bus.Stored) error {
-	id := st.Event.UpgradeID
-	if st.Err != nil || id == "" || events.ValidateID(id) != nil {
-		return nil
+// HostEvent is a stored event and the host whose subjects it was stored
+// under (which, unlike the event's own host field, the server's
+// permissions vouch for).
+type HostEvent struct {
+	Host string
+	bus.Stored
+}
+
+// Apply folds events, in order, into their upgrades' records and writes
+// each record it changed once, the writes pipelined, under a
+// compare-and-set (bus.ModifyMany), so concurrent projectors converge.
+// Events of no upgrade, or with an upgrade id that is not a ULID, are
+// ignored. When it returns nil every changed record is durable.
+//
+// A record of an upgrade still running is not written when its only
+// change is LastSeq: no reader needs LastSeq before the upgrade ended
+// (history reads a running upgrade to the end), and it halves the index's
+// writes. Folding those events again later changes nothing else.
+func (x *Index) Apply(ctx context.Context, evs []HostEvent) error {
+	var keys []string
+	byKey := map[string][]bus.Stored{}
+	for _, ev := range evs {
+		id := ev.Event.UpgradeID
+		if ev.Err != nil || id == "" || events.ValidateID(id) != nil {
+			continue
+		}
+		k := bus.UpgradeKey(ev.Host, id)
+		if byKey[k] == nil {
+			keys = append(keys, k)
+		}
+		byKey[k] = append(byKey[k], ev.Stored)
 	}
-	return bus.Modify(ctx, x.b, bus.UpgradeKey(host, id), func(r *Record) (bool, error) {
-		return r.Fold(st), nil
+	return bus.ModifyMany(ctx, x.b, keys, func(k string, r *Record) (bool, error) {
+		before := *r
+		for _, st := range byKey[k] {
+			r.Fold(st)
+		}
+		moved := before
+		moved.LastSeq = r.LastSeq
+		return *r != moved || (r.Ended() && r.LastSeq != before.LastSeq), nil
 	})
 }

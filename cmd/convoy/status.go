@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -35,21 +34,9 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	var sts []projections.Status
-	if len(hosts) == 0 {
-		if sts, err = fleet.All(ctx); err != nil {
-			return err
-		}
-	}
-	for _, h := range hosts {
-		s, err := fleet.Host(ctx, h)
-		if errors.Is(err, projections.ErrUnknownHost) {
-			return usageErr(err)
-		}
-		if err != nil {
-			return err
-		}
-		sts = append(sts, s)
+	sts, err := c.read(ctx, fleet, hosts)
+	if err != nil {
+		return err
 	}
 	if lag, err := fleet.Lag(ctx); err == nil && lag > 0 {
 		fmt.Fprintf(c.env.stderr, "note: the status view is %d event(s) behind the stream (is `convoy server` running its projector?)\n", lag)
@@ -80,6 +67,26 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		row(t, s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), ago(s.Updated))
 	}
 	return t.Flush()
+}
+
+// read returns the named hosts' rows, in the order named, or every row.
+func (c *statusCmd) read(ctx context.Context, fleet *projections.Fleet, hosts []string) ([]projections.Status, error) {
+	if len(hosts) == 0 {
+		return fleet.All(ctx)
+	}
+	byHost, err := fleet.Hosts(ctx, hosts)
+	if err != nil {
+		return nil, err
+	}
+	sts := make([]projections.Status, 0, len(hosts))
+	for _, h := range hosts {
+		s, ok := byHost[h]
+		if !ok {
+			return nil, usageErr(projections.UnknownHost(h))
+		}
+		sts = append(sts, s)
+	}
+	return sts, nil
 }
 
 func dash(s string) string {

@@ -8,12 +8,12 @@ import (
 	"os"
 	"os/user"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/producers"
+	"github.com/convoy-fleet/convoy/projections"
 )
 
 type upgradeCmd struct{ env *env }
@@ -65,34 +65,28 @@ func (c *upgradeCmd) Run(ctx context.Context, args []string) error {
 			return usageErr(err)
 		}
 	}
-	conn, err := c.env.connect(ctx, "upgrade", 5*time.Second)
+	conn, fleet, err := c.env.openFleet(ctx, "upgrade")
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	known, err := servedHosts(ctx, conn)
-	if err != nil {
-		return err
-	}
-	served := map[string]bool{}
-	for _, h := range known {
-		served[h] = true
-	}
 	if *all {
-		req.Hosts = known
+		if req.Hosts, err = fleet.ServedHosts(ctx); err != nil {
+			return err
+		}
 		if len(req.Hosts) == 0 {
 			return usageErr(errors.New("--all: no worker has started yet, so the fleet is empty; start the hosts' workers first"))
 		}
-	}
-	for _, h := range req.Hosts {
-		if !served[h] {
-			fmt.Fprintf(c.env.stderr, "warning: no worker has served %q yet; the request waits until one starts (hosts with workers: %s)\n", h, strings.Join(known, ", "))
-		}
+	} else if err := c.warnUnserved(ctx, fleet, req.Hosts); err != nil {
+		return err
 	}
 	upID, sent, err := producers.Upgrade(ctx, conn, req)
 	if err != nil {
 		if upID == "" {
 			return usageErr(err)
+		}
+		if len(sent) > 0 {
+			fmt.Fprintf(c.env.stderr, "upgrade %s requested for %d of %d host(s); request the others again with --id %s\n", upID, len(sent), len(req.Hosts), upID)
 		}
 		return err
 	}
@@ -141,6 +135,21 @@ func (c *upgradeCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	return c.report(upID, results, *asJSON, true)
+}
+
+// warnUnserved warns about each of the named hosts that no worker has
+// served yet, reading only their rows.
+func (c *upgradeCmd) warnUnserved(ctx context.Context, fleet *projections.Fleet, hosts []string) error {
+	sts, err := fleet.Hosts(ctx, hosts)
+	if err != nil {
+		return err
+	}
+	for _, h := range hosts {
+		if sts[h].Worker == "" {
+			fmt.Fprintf(c.env.stderr, "warning: no worker has served %q yet; the request waits until one starts\n", h)
+		}
+	}
+	return nil
 }
 
 // report prints the summary and decides the exit code: 1 when any host's
