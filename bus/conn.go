@@ -37,7 +37,7 @@ const (
 func UpgradeKey(host, id string) string { return host + "." + id }
 
 // LeaseTTL is how long a host's lease outlives its worker's last renewal.
-const LeaseTTL = 30 * time.Second
+const LeaseTTL = 90 * time.Second
 
 // DuplicateWindow is how long the stream remembers Nats-Msg-Id values: a
 // publish retried within it is stored once. Retries of a request id after

@@ -38,7 +38,7 @@ func CatchUpConsumerName(host string) string { return "requests-" + host }
 
 // RequestCheck is how often an idle Requests reader asks the stream for
 // its host's newest request, in case the notification of it was lost.
-const RequestCheck = time.Minute
+const RequestCheck = 5 * time.Minute
 
 // Requests hands out one host's requests in stream order, each once,
 // from a position on. It holds no consumer while the host is idle. It is

@@ -18,7 +18,6 @@ import (
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/producers"
 	"github.com/convoy-fleet/convoy/projections"
-	"github.com/convoy-fleet/convoy/workers/simfleet"
 )
 
 type benchCmd struct{ env *env }
@@ -165,7 +164,7 @@ type bench struct {
 	conn           *bus.Conn
 	view           *projections.Fleet
 	raw            *rawClient
-	sim            *simfleet.Fleet
+	sim            simHosts
 	r              benchReport
 }
 
@@ -188,9 +187,6 @@ func (b *bench) counter(what string, total int) func() {
 }
 
 func (b *bench) run(ctx context.Context) error {
-	if err := raiseOpenFiles(b.hosts); err != nil {
-		return err
-	}
 	if err := b.makeDirs(); err != nil {
 		return err
 	}
@@ -283,8 +279,12 @@ func (b *bench) joinHosts(ctx context.Context) error {
 	b.progress("%d simulated hosts joining, %d at a time; %s", b.hosts, b.join, simulatedNote)
 	start := time.Now()
 	joined := b.counter("hosts joined", b.hosts)
-	sim, err := simfleet.Start(ctx, simfleet.Options{URL: b.url, Hosts: b.hosts, Dir: b.hostsDir, Concurrency: b.join, Logger: b.log, Version: version,
-		OnJoin: func(string, int) { joined() }})
+	n := 0
+	sim, err := startSimHosts(ctx, b.url, b.hostsDir, b.hosts, b.join, b.log, func(total int) {
+		for ; n < total; n++ {
+			joined()
+		}
+	})
 	if err != nil {
 		return err
 	}

@@ -59,6 +59,7 @@ func commands(e *env) map[string]command {
 		"projector":   &projectorCmd{env: e},
 		"schedule":    &scheduleCmd{env: e},
 		"demo":        &demoCmd{env: e},
+		"bench-hosts": &benchHostsCmd{env: e}, // convoy bench's own, not in the usage
 		"bench":       &benchCmd{env: e},
 		"version":     &versionCmd{env: e},
 	}

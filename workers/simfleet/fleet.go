@@ -20,8 +20,11 @@ import (
 type Options struct {
 	// URL of the bus, which must be provisioned (convoy server does it).
 	URL string
-	// Hosts is how many hosts to run, named Name(1) … Name(Hosts).
+	// Hosts is how many hosts to run, named Name(First+1) … Name(First+Hosts).
 	Hosts int
+	// First is the number before the first host's: several fleets (in
+	// several processes) can share a bus without sharing a name.
+	First int
 	// Dir holds the hosts' state dirs and the checkout they share.
 	Dir string
 	// SharedConn makes every host use one connection. By default each host
@@ -46,8 +49,8 @@ func (o Options) Validate() error {
 	if o.URL == "" {
 		errs = append(errs, errors.New("simfleet: no bus URL"))
 	}
-	if o.Hosts < 1 || o.Hosts > maxHosts {
-		errs = append(errs, fmt.Errorf("simfleet: %d hosts: want 1 to %d", o.Hosts, maxHosts))
+	if o.Hosts < 1 || o.First < 0 || o.First+o.Hosts > maxHosts {
+		errs = append(errs, fmt.Errorf("simfleet: hosts %d to %d: want 1 to %d", o.First+1, o.First+o.Hosts, maxHosts))
 	}
 	if o.Dir == "" {
 		errs = append(errs, errors.New("simfleet: no dir for the hosts' state"))
@@ -115,7 +118,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		return nil, fmt.Errorf("simfleet: %w", err)
 	}
 	f := &Fleet{o: o, mon: mon, byName: make(map[string]*host, o.Hosts), joined: make(map[string]time.Time, o.Hosts)}
-	for i := 1; i <= o.Hosts; i++ {
+	for i := o.First + 1; i <= o.First+o.Hosts; i++ {
 		h := &host{name: Name(i), sys: newSystem(Name(i)), joined: make(chan struct{}), stopped: make(chan struct{})}
 		f.hosts = append(f.hosts, h)
 		f.byName[h.name] = h
