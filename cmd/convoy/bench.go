@@ -79,7 +79,7 @@ type benchReport struct {
 // What the report says of the simulated hosts and of the real worker's
 // command time, in the table and the JSON alike.
 const (
-	simulatedNote   = "simulated hosts run the worker's own code, but skip git and run no-op commands (a no-op Exec)"
+	simulatedNote   = "simulated hosts run the worker's own code, but skip git and run no-op commands (a no-op Exec), in child processes at nice 10 (they stand for machines of their own)"
 	commandTimeNote = "the wall time of every command it ran (git, build, switch, current, checks), measured around each"
 )
 
@@ -98,7 +98,7 @@ func (c *benchCmd) Run(ctx context.Context, args []string) error {
 	keep := fs.Bool("keep", false, "keep the temp dirs (server data, the hosts' state) and print their paths")
 	join := fs.Int("join-concurrency", 64, "how many simulated hosts join at once")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long (exit 3)")
-	verbose := fs.Bool("v", false, "show the workers' warnings, not only their errors")
+	verbose := fs.Bool("v", false, "show the real worker's warnings, not only its errors")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -164,7 +164,7 @@ type bench struct {
 	conn           *bus.Conn
 	view           *projections.Fleet
 	raw            *rawClient
-	sim            simHosts
+	sim            *hostProcs
 	r              benchReport
 }
 
@@ -280,7 +280,7 @@ func (b *bench) joinHosts(ctx context.Context) error {
 	start := time.Now()
 	joined := b.counter("hosts joined", b.hosts)
 	n := 0
-	sim, err := startSimHosts(ctx, b.url, b.hostsDir, b.hosts, b.join, b.log, func(total int) {
+	sim, err := startSimHosts(ctx, b.url, b.hostsDir, b.hosts, b.join, func(total int) {
 		for ; n < total; n++ {
 			joined()
 		}

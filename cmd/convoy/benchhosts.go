@@ -22,24 +22,15 @@ import (
 // many files. convoy bench runs more in child processes of its own.
 const hostsPerProcess = 4000
 
-// simHosts are the running simulated hosts, in this process or children.
-type simHosts interface {
-	Hosts() []string
-	Close(ctx context.Context) error
-}
+// simHostsNice is the CPU priority of the simulated hosts' processes.
+const simHostsNice = 10
 
-// startSimHosts starts n simulated hosts: in this process up to
-// hostsPerProcess, else in child processes (`convoy bench-hosts`) of
-// hostsPerProcess each. onJoin is called as hosts join (as processes
-// report, for children).
-func startSimHosts(ctx context.Context, url, dir string, n, join int, log *slog.Logger, onJoin func(joined int)) (simHosts, error) {
-	if n <= hostsPerProcess {
-		if err := raiseOpenFiles(n); err != nil {
-			return nil, err
-		}
-		return simfleet.Start(ctx, simfleet.Options{URL: url, Hosts: n, Dir: dir, Concurrency: join, Logger: log, Version: version,
-			OnJoin: func(_ string, joined int) { onJoin(joined) }})
-	}
+// startSimHosts starts n simulated hosts in child processes (`convoy
+// bench-hosts`) of at most hostsPerProcess each, at a lower CPU priority
+// (nice 10): they stand for machines of their own and must not take the
+// server's CPU on a small bench machine. onJoin is called as each process
+// reports its hosts joined.
+func startSimHosts(ctx context.Context, url, dir string, n, join int, onJoin func(joined int)) (*hostProcs, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -64,6 +55,7 @@ func startSimHosts(ctx context.Context, url, dir string, n, join int, log *slog.
 		}
 		p.cmds = append(p.cmds, cmd)
 		p.outs = append(p.outs, out)
+		_ = syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, simHostsNice)
 	}
 	joined := 0
 	for i, out := range p.outs {
@@ -85,6 +77,7 @@ type hostProcs struct {
 	outs  []io.ReadCloser
 }
 
+// Hosts returns the names of the simulated hosts.
 func (p *hostProcs) Hosts() []string { return p.names }
 
 // Close asks every child to stop its hosts and waits for them.
