@@ -650,22 +650,23 @@ func find(t testing.TB, ls []histLine, k string) fact {
 
 // hostStatus is one row of `convoy status --json`.
 type hostStatus struct {
-	Host          string `json:"host"`
-	State         string `json:"state"`
-	Stage         string `json:"stage"`
-	Commit        string `json:"commit"`
-	SecretsCommit string `json:"secrets_commit"`
-	Result        string `json:"result"`
-	LastUpgrade   string `json:"last_upgrade"`
-	LastResult    string `json:"last_result"`
-	LastReason    string `json:"last_reason"`
-	LastFailed    string `json:"last_failed_stage"`
-	Requested     string `json:"requested"`
-	Generation    int    `json:"generation"`
-	Golden        string `json:"golden"`
-	GoldenGen     int    `json:"golden_generation"`
-	Worker        string `json:"worker"`
-	Seq           uint64 `json:"seq"`
+	Host          string   `json:"host"`
+	State         string   `json:"state"`
+	Stage         string   `json:"stage"`
+	Commit        string   `json:"commit"`
+	SecretsCommit string   `json:"secrets_commit"`
+	Result        string   `json:"result"`
+	LastUpgrade   string   `json:"last_upgrade"`
+	LastResult    string   `json:"last_result"`
+	LastReason    string   `json:"last_reason"`
+	LastFailed    string   `json:"last_failed_stage"`
+	Requested     string   `json:"requested"`
+	Generation    int      `json:"generation"`
+	Golden        string   `json:"golden"`
+	GoldenGen     int      `json:"golden_generation"`
+	Worker        string   `json:"worker"`
+	Tags          []string `json:"tags"`
+	Seq           uint64   `json:"seq"`
 }
 
 // statusNote is what status prints when its view lags the stream.

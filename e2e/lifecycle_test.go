@@ -4,6 +4,7 @@ package e2e
 // before the bus, a bus convoy has not provisioned, waiting with a timeout.
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -276,4 +277,34 @@ func TestSecondWorkerForHostIsRefused(t *testing.T) {
 	if head, _ := r.head("sorrow"); head != c {
 		t.Fatalf("HEAD %s, want %s", head, c)
 	}
+}
+
+// Tags in a worker's config put its host in a group that status shows
+// and filters by, and that upgrade selects.
+func TestTagsSelectHosts(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, []string{"sorrow", "torment"}, sandbox.Options{Tags: map[string][]string{"sorrow": {"canary", "web"}, "torment": {"web"}}})
+	r.startWorker("sorrow")
+	r.startWorker("torment")
+	r.waitStatus("torment", "tags known", func(s hostStatus) bool { return len(s.Tags) == 1 })
+	res := r.convoy("status", "--tag", "canary", "--json")
+	wantExit(t, res, exitOK)
+	var sts []hostStatus
+	if err := json.Unmarshal([]byte(res.stdout), &sts); err != nil || len(sts) != 1 || sts[0].Host != "sorrow" || strings.Join(sts[0].Tags, ",") != "canary,web" {
+		t.Fatalf("status --tag canary: %v %s", err, res)
+	}
+	if res := r.convoy("status", "--tag", "db"); !strings.Contains(res.stdout, `no host has tag "db"`) {
+		t.Fatalf("status --tag db: %s", res)
+	}
+	c := r.commit(configV1, "v1")
+	sum := r.upgrade(exitOK, "--tag", "canary", "--wait", "--timeout", "60s")
+	if len(sum.Hosts) != 1 || sum.result("sorrow") != "upgrade.succeeded" {
+		t.Fatalf("upgrade --tag canary: %+v", sum)
+	}
+	if head, _ := r.head("torment"); head == c {
+		t.Fatal("torment, not tagged canary, was upgraded")
+	}
+	wantExit(t, r.convoy("upgrade", "--tag", "db"), exitUsage)
+	wantExit(t, r.convoy("upgrade", "--tag", "Bad_Tag"), exitUsage)
+	wantExit(t, r.convoy("upgrade", "--tag", "web", "--all"), exitUsage)
 }

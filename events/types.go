@@ -176,6 +176,8 @@ type Fact struct {
 	Version string `json:"version,omitempty"`
 	// Failures counts consecutive failed boots (boot.failed).
 	Failures int `json:"failures,omitempty"`
+	// Tags are the host's groups from its config (worker.started).
+	Tags []string `json:"tags,omitempty"`
 	// RequestSeq is the stream sequence of the request a terminal fact
 	// (or golden.pinned) answers: how far the worker has served its
 	// requests.

@@ -103,13 +103,19 @@ func (f *Fleet) Lag(ctx context.Context) (uint64, error) {
 // ServedHosts returns the hosts whose worker has started at least once
 // (a request alone, say for a mistyped name, does not make a host).
 func (f *Fleet) ServedHosts(ctx context.Context) ([]string, error) {
+	return f.Tagged(ctx, "")
+}
+
+// Tagged returns the served hosts whose worker started with tag ("":
+// every served host).
+func (f *Fleet) Tagged(ctx context.Context, tag string) ([]string, error) {
 	sts, err := f.All(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var hosts []string
 	for _, s := range sts {
-		if s.Worker != "" {
+		if s.Worker != "" && s.HasTag(tag) {
 			hosts = append(hosts, s.Host)
 		}
 	}

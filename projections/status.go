@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"slices"
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
@@ -40,13 +41,19 @@ type Status struct {
 	Requested   string    `json:"requested,omitempty"` // newest queued request
 	// Worker is "online" after worker.started and "offline" after
 	// worker.stopped; WorkerSeen is the time of its latest fact.
-	Worker        string    `json:"worker,omitempty"`
+	Worker string `json:"worker,omitempty"`
+	// Tags are the host's groups, as its worker last started with.
+	Tags          []string  `json:"tags,omitempty"`
 	WorkerVersion string    `json:"worker_version,omitempty"`
 	WorkerSeen    time.Time `json:"worker_seen,omitzero"`
 	Updated       time.Time `json:"updated,omitzero"`
 	// Seq is the last stream sequence applied to this row.
 	Seq uint64 `json:"seq"`
 }
+
+// HasTag reports whether the host's worker started with tag; every host
+// has the empty tag.
+func (s Status) HasTag(tag string) bool { return tag == "" || slices.Contains(s.Tags, tag) }
 
 // Apply folds one stored event into s. It returns false, leaving s alone,
 // for events already applied (Seq not above s.Seq), for undecodable
@@ -84,7 +91,7 @@ func Apply(s *Status, st bus.Stored) bool {
 	}
 	switch k {
 	case events.WorkerStarted:
-		s.Worker, s.WorkerVersion = "online", f.Version
+		s.Worker, s.WorkerVersion, s.Tags = "online", f.Version, f.Tags
 		if f.Commit != "" {
 			s.Commit = f.Commit
 		}

@@ -19,6 +19,9 @@ import (
 // worker runs comes from this file; nothing on the bus becomes a command.
 type Config struct {
 	Host string `toml:"host"`
+	// Tags put the host in groups ("canary", "web") that producers and
+	// rollouts select hosts by.
+	Tags []string `toml:"tags"`
 	NATS string `toml:"nats"`
 	// NKey is the host's credential (an nkey seed file from
 	// `convoy creds add-host`); TLSCA the CA of the server's certificate.
@@ -222,6 +225,11 @@ func (c *Config) Validate() error {
 		v.add("host: missing (the host's short name, e.g. host = \"sorrow\")")
 	} else if err := events.ValidateHost(c.Host); err != nil {
 		v.add("host: %w", err)
+	}
+	for i, tag := range c.Tags {
+		if err := events.ValidateTag(tag); err != nil {
+			v.add("tags[%d]: %w", i, err)
+		}
 	}
 	for _, f := range []struct{ key, path string }{{"nkey", c.NKey}, {"tls_ca", c.TLSCA}} {
 		if f.path != "" && !filepath.IsAbs(f.path) {

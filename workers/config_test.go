@@ -119,3 +119,14 @@ func TestValidateWithoutDefaults(t *testing.T) {
 		}
 	}
 }
+
+func TestParseConfigTags(t *testing.T) {
+	base := "host = \"sorrow\"\nstate_dir = \"/var/lib/convoy\"\n[repo]\npath = \"/etc/nixos\"\n[system]\nswitch = [\"true\"]\nbuild = [\"true\"]\ncurrent = [\"true\"]\n"
+	c, err := workers.ParseConfig([]byte("tags = [\"canary\", \"web\"]\n" + base))
+	if err != nil || strings.Join(c.Tags, ",") != "canary,web" {
+		t.Fatalf("tags: %v %v", c, err)
+	}
+	if _, err := workers.ParseConfig([]byte("tags = [\"Canary\", \"\"]\n" + base)); err == nil || !strings.Contains(err.Error(), "tags[0]") || !strings.Contains(err.Error(), "tags[1]") {
+		t.Fatalf("bad tags: %v", err)
+	}
+}

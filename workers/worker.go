@@ -157,7 +157,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	head, _ := (&gitRepo{name: "repo", cfg: w.cfg.Repo, run: w.quietExec()}).head(ctx)
 	current, _ := w.driver.Current(ctx, w.quietExec())
-	if err := w.emit(ctx, "", events.WorkerStarted, events.Fact{Version: w.version, Commit: head, Result: current}); err != nil {
+	if err := w.emit(ctx, "", events.WorkerStarted, events.Fact{Version: w.version, Commit: head, Result: current, Tags: w.cfg.Tags}); err != nil {
 		return err
 	}
 	w.log.Info("worker started", "commit", short(head), "result", current)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
@@ -15,14 +17,21 @@ import (
 type statusCmd struct{ env *env }
 
 func (c *statusCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("status", "status [HOST...] [--json]",
+	fs := c.env.flags("status", "status [HOST...] [--tag T] [--json]",
 		example{"show every host's state, commit and last upgrade", "convoy status"},
 		example{"one host, as JSON", "convoy status sorrow --json"},
+		example{"the hosts tagged canary in their worker config", "convoy status --tag canary"},
 	)
 	asJSON := fs.Bool("json", false, "print JSON")
+	tag := fs.String("tag", "", "only hosts with this tag (tags = [...] in the worker config)")
 	hosts, err := parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if *tag != "" {
+		if err := events.ValidateTag(*tag); err != nil {
+			return usageErr(fmt.Errorf("--tag: %w", err))
+		}
 	}
 	for _, h := range hosts {
 		if err := events.ValidateHost(h); err != nil {
@@ -38,6 +47,7 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	sts = slices.DeleteFunc(sts, func(s projections.Status) bool { return !s.HasTag(*tag) })
 	if lag, err := fleet.Lag(ctx); err == nil && lag > 0 {
 		fmt.Fprintf(c.env.stderr, "note: the status view is %d event(s) behind the stream (is `convoy server` running its projector?)\n", lag)
 	}
@@ -49,12 +59,16 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(sts)
 	}
+	if len(sts) == 0 && *tag != "" {
+		fmt.Fprintf(c.env.stdout, "no host has tag %q (tags = [...] in a worker config, shown once its worker started)\n", *tag)
+		return nil
+	}
 	if len(sts) == 0 {
 		fmt.Fprintln(c.env.stdout, "no hosts yet: start a worker (convoy worker --config FILE)")
 		return nil
 	}
 	t := table(c.env.stdout)
-	row(t, "HOST", "STATE", "STAGE", "COMMIT", "RESULT", "GOLDEN", "LAST UPGRADE", "WORKER", "UPDATED")
+	row(t, "HOST", "STATE", "STAGE", "COMMIT", "RESULT", "GOLDEN", "LAST UPGRADE", "WORKER", "TAGS", "UPDATED")
 	for _, s := range sts {
 		last := s.LastResult
 		if last != "" && s.LastFailed != "" {
@@ -64,7 +78,7 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		if s.Golden == "" {
 			golden = "-"
 		}
-		row(t, s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), ago(s.Updated))
+		row(t, s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), dash(strings.Join(s.Tags, ",")), ago(s.Updated))
 	}
 	return t.Flush()
 }

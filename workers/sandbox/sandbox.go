@@ -52,6 +52,8 @@ type Options struct {
 	RepoExtra string
 	// Extra is appended to every config verbatim.
 	Extra string
+	// Tags gives hosts their tags (the top-level tags key).
+	Tags map[string][]string
 }
 
 // Git runs git in dir and returns its trimmed stdout.
@@ -172,6 +174,9 @@ func (h *Host) config(o Options) string {
 	env := "SANDBOX_SYSTEM=" + h.System
 	var b strings.Builder
 	fmt.Fprintf(&b, "host = %q\n", h.Name)
+	if tags := o.Tags[h.Name]; len(tags) > 0 {
+		fmt.Fprintf(&b, "tags = %s\n", tomlList(tags))
+	}
 	if o.NATS != "" {
 		fmt.Fprintf(&b, "nats = %q\n", o.NATS)
 	}
