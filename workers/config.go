@@ -22,7 +22,7 @@ type Config struct {
 	// Tags put the host in groups ("canary", "web") that producers and
 	// rollouts select hosts by.
 	Tags []string `toml:"tags"`
-	NATS string `toml:"nats"`
+	NATS string   `toml:"nats"`
 	// NKey is the host's credential (an nkey seed file from
 	// `convoy creds add-host`); TLSCA the CA of the server's certificate.
 	NKey     string        `toml:"nkey"`
