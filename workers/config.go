@@ -19,8 +19,8 @@ import (
 // worker runs comes from this file; nothing on the bus becomes a command.
 type Config struct {
 	Host string `toml:"host"`
-	// Tags put the host in groups ("canary", "web") that producers and
-	// rollouts select hosts by.
+	// Tags put the host in groups ("canary", "web") that producers
+	// select hosts by (convoy upgrade --tag).
 	Tags []string `toml:"tags"`
 	NATS string   `toml:"nats"`
 	// NKey is the host's credential (an nkey seed file from
