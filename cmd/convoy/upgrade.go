@@ -65,7 +65,7 @@ func (c *upgradeCmd) Run(ctx context.Context, args []string) error {
 		}
 	}
 	if selectors != 1 {
-		return usageErr(errors.New("name hosts, or use --all or --tag T (one of them)"))
+		return usageErr(errors.New("name hosts or use --all or --tag T (one of them)"))
 	}
 	if *tag != "" {
 		if err := events.ValidateTag(*tag); err != nil {
