@@ -224,7 +224,8 @@ func LsRemote(ctx context.Context, remote, branch string) (string, error) {
 		if errors.As(err, &ee) && ee.ExitCode() == 2 {
 			return "", fmt.Errorf("git ls-remote %s: no branch %s", RedactURL(remote), branch)
 		}
-		return "", fmt.Errorf("git ls-remote %s: %w: %s", RedactURL(remote), err, lastLine(errb.String()))
+		msg := strings.ReplaceAll(lastLine(errb.String()), remote, RedactURL(remote))
+		return "", fmt.Errorf("git ls-remote %s: %w: %s", RedactURL(remote), err, msg)
 	}
 	for line := range strings.Lines(out.String()) {
 		commit, name, ok := strings.Cut(strings.TrimSpace(line), "\t")
