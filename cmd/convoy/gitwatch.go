@@ -21,9 +21,10 @@ type gitWatchCmd struct{ env *env }
 // requests an upgrade to each new tip; with --listen, a verified push
 // webhook makes it look at once.
 func (c *gitWatchCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("git-watch", "git-watch --remote URL [--branch B] [--every D] [--listen ADDR --webhook-secret-file FILE] --all|HOST...",
+	fs := c.env.flags("git-watch", "git-watch --remote URL [--branch B] [--every D] [--listen ADDR --webhook-secret-file FILE] --all|--tag T|HOST...",
 		example{"upgrade every host to each new commit on main, looking every 30s", "convoy git-watch --remote ssh://git@forge.example/ops/nix-config.git --all"},
 		example{"and at once on a push webhook, signed with the secret in a file", "convoy git-watch --remote https://forge.example/ops/nix-config.git --listen 127.0.0.1:9419 --webhook-secret-file /run/secrets/convoy-webhook --every 10m --all"},
+		example{"upgrade the hosts tagged canary to each new commit", "convoy git-watch --remote /srv/git/nix-config.git --tag canary"},
 		example{"follow the staging branch for two hosts", "convoy git-watch --remote /srv/git/nix-config.git --branch staging sorrow torment"},
 	)
 	remote := fs.String("remote", "", "URL or path of the config repo, as git takes it (required)")
@@ -31,23 +32,18 @@ func (c *gitWatchCmd) Run(ctx context.Context, args []string) error {
 	every := fs.Duration("every", producers.DefaultGitWatchEvery, "ask the remote this often (git ls-remote); also the longest back-off")
 	listen := fs.String("listen", "", "serve push webhooks on this address (POST /), e.g. 127.0.0.1:9419; off by default")
 	secretFile := fs.String("webhook-secret-file", "", "file holding the webhook secret (required with --listen)")
-	all := fs.Bool("all", false, "every host whose worker has started, at each request")
+	sel := addSelection(fs)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	hosts, err := parse(fs, args)
 	if err != nil {
 		return err
-	}
-	if *all == (len(hosts) > 0) {
-		return usageErr(errors.New("name hosts or use --all (not both)"))
 	}
 	g := &producers.GitWatch{Remote: *remote, Branch: *branch, Every: *every, Hosts: producers.HostList(hosts...)}
 	var errs []error
 	if err := g.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if !*all {
-		errs = append(errs, (producers.Request{Hosts: hosts}).Validate())
-	}
+	errs = append(errs, sel.check(hosts))
 	var secret []byte
 	switch {
 	case *listen != "" && *secretFile == "":
@@ -82,9 +78,7 @@ func (c *gitWatchCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	if *all {
-		g.Hosts = func(ctx context.Context) ([]string, error) { return servedHosts(ctx, conn) }
-	}
+	g.Hosts = sel.source(conn)
 
 	var group rungroup.Group
 	{

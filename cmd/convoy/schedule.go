@@ -12,7 +12,8 @@ type scheduleCmd struct{ env *env }
 
 // Run requests upgrades on a schedule until stopped. Run it on one or two machines; each slot is requested once.
 func (c *scheduleCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("schedule", "schedule --every D | --daily HH:MM [--tz ZONE] [HOST...] [--rev R]",
+	fs := c.env.flags("schedule", "schedule --every D | --daily HH:MM [--tz ZONE] [HOST...|--all|--tag T] [--rev R]",
+		example{"upgrade the hosts tagged canary every hour", "convoy schedule --every 1h --tag canary"},
 		example{"upgrade every host each day at 04:00 Berlin time", "convoy schedule --daily 04:00 --tz Europe/Berlin"},
 		example{"upgrade two hosts at the top of every hour", "convoy schedule --every 1h sorrow torment"},
 	)
@@ -20,9 +21,16 @@ func (c *scheduleCmd) Run(ctx context.Context, args []string) error {
 	daily := fs.String("daily", "", "request once a day at this time (04:00)")
 	tz := fs.String("tz", "Local", "time zone of --daily")
 	rev := fs.String("rev", "", "revision to request (default: each host's branch tip)")
+	sel := addSelection(fs)
 	hosts, err := parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if len(hosts) == 0 && *sel.tag == "" {
+		*sel.all = true // no hosts named: the fleet, as before --all existed
+	}
+	if err := sel.check(hosts); err != nil {
+		return usageErr(err)
 	}
 	loc, err := time.LoadLocation(*tz)
 	if err != nil {
@@ -32,11 +40,6 @@ func (c *scheduleCmd) Run(ctx context.Context, args []string) error {
 	if err := s.Validate(); err != nil {
 		return usageErr(err)
 	}
-	if len(hosts) > 0 {
-		if err := (producers.Request{Hosts: hosts}).Validate(); err != nil {
-			return usageErr(err)
-		}
-	}
 	conn, err := c.env.connect(ctx, "schedule", -1)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -45,9 +48,7 @@ func (c *scheduleCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	if len(hosts) == 0 {
-		s.Hosts = func(ctx context.Context) ([]string, error) { return servedHosts(ctx, conn) }
-	}
+	s.Hosts = sel.source(conn)
 	s.OnRequest = func(slot time.Time, id string, sent []producers.Sent, err error) {
 		if err != nil {
 			fmt.Fprintf(c.env.stderr, "%s: slot %s: upgrade %s not requested yet: %v\n", time.Now().Format(time.RFC3339), slot.Format(time.RFC3339), id, err)

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/projections"
 )
@@ -115,13 +114,4 @@ func ago(t time.Time) string {
 		return "-"
 	}
 	return time.Since(t).Round(time.Second).String() + " ago"
-}
-
-// servedHosts returns the hosts whose worker has started: the fleet.
-func servedHosts(ctx context.Context, conn *bus.Conn) ([]string, error) {
-	fleet, err := projections.OpenFleet(ctx, conn)
-	if err != nil {
-		return nil, err
-	}
-	return fleet.ServedHosts(ctx)
 }

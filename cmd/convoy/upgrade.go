@@ -46,8 +46,7 @@ func (c *upgradeCmd) Run(ctx context.Context, args []string) error {
 		example{"deploy one commit on two hosts; give up waiting after 20 minutes (exit 3)", "convoy upgrade sorrow torment --rev 4f2a9c1 --wait --timeout 20m"},
 		example{"retry a request without upgrading twice: the same id is the same upgrade", "convoy upgrade sorrow --id 01M80APSTYVXCF8DA3FQ0RBP5B --json"},
 	)
-	all := fs.Bool("all", false, "every host the fleet view knows")
-	tag := fs.String("tag", "", "every host whose worker started with this tag (tags = [...] in its config)")
+	sel := addSelection(fs)
 	rev := fs.String("rev", "", "commit or ref on the tracked branch (default: its tip)")
 	id := fs.String("id", "", "upgrade id (a ULID) to make a retried request idempotent")
 	wait := fs.Bool("wait", false, "follow each stage until every host is done")
@@ -58,45 +57,22 @@ func (c *upgradeCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	selectors := 0
-	for _, given := range []bool{*all, *tag != "", len(hosts) > 0} {
-		if given {
-			selectors++
-		}
+	if err := sel.check(hosts); err != nil {
+		return usageErr(err)
 	}
-	if selectors != 1 {
-		return usageErr(errors.New("name hosts or use --all or --tag T (one of them)"))
-	}
-	if *tag != "" {
-		if err := events.ValidateTag(*tag); err != nil {
-			return usageErr(fmt.Errorf("--tag: %w", err))
-		}
-	}
-	selected := *all || *tag != ""
-	req := producers.Request{Hosts: hosts, Rev: *rev, ID: *id, AllowDowngrade: *downgrade, By: requester()}
-	if !selected {
-		if err := req.Validate(); err != nil {
-			return usageErr(err)
-		}
-	}
+	req := producers.Request{Rev: *rev, ID: *id, AllowDowngrade: *downgrade, By: requester()}
 	conn, fleet, err := c.env.openFleet(ctx, "upgrade")
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if selected {
-		if req.Hosts, err = fleet.Tagged(ctx, *tag); err != nil {
+	if req.Hosts, err = sel.resolve(ctx, fleet); err != nil {
+		return usageErr(err)
+	}
+	if sel.named() {
+		if err := c.warnUnserved(ctx, fleet, req.Hosts); err != nil {
 			return err
 		}
-		switch {
-		case len(req.Hosts) > 0:
-		case *tag != "":
-			return usageErr(fmt.Errorf("--tag %s: no host whose worker has started has this tag (see convoy status for each host's tags)", *tag))
-		default:
-			return usageErr(errors.New("--all: no worker has started yet, so the fleet is empty; start the hosts' workers first"))
-		}
-	} else if err := c.warnUnserved(ctx, fleet, req.Hosts); err != nil {
-		return err
 	}
 	upID, sent, err := producers.Upgrade(ctx, conn, req)
 	if err != nil {
