@@ -29,8 +29,8 @@ type job struct {
 	generation            int
 	reboot                bool   // the result needs a reboot (needsReboot)
 	rebootWhy             string // what differs from the booted system
-	moved                 bool // the checkouts were reset to the target
-	switched              bool // the switch was started
+	moved                 bool   // the checkouts were reset to the target
+	switched              bool   // the switch was started
 }
 
 // newJob returns a job whose commands log to log and are tracked in the
