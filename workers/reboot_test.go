@@ -98,13 +98,7 @@ func TestPendingAfter(t *testing.T) {
 }
 
 func TestRebootDue(t *testing.T) {
-	sat := func(hhmm string) time.Time {
-		tm, err := time.ParseInLocation("2006-01-02 15:04", "2026-12-05 "+hhmm, time.Local) // a Saturday
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tm
-	}
+	sat := func(hhmm string) time.Time { return localTime(t, 5, hhmm) }
 	win, err := ParseWindow("Sat 02:00-05:00")
 	if err != nil {
 		t.Fatal(err)

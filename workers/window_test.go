@@ -26,14 +26,7 @@ func TestParseWindowRefuses(t *testing.T) {
 }
 
 func TestWindowContains(t *testing.T) {
-	// 2026-12-05 is a Saturday.
-	at := func(day int, hhmm string) time.Time {
-		tm, err := time.ParseInLocation("2006-01-02 15:04", fmt.Sprintf("2026-12-%02d %s", day, hhmm), time.Local)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tm
-	}
+	at := func(day int, hhmm string) time.Time { return localTime(t, day, hhmm) }
 	for _, tc := range []struct {
 		window string
 		t      time.Time
@@ -67,4 +60,15 @@ func TestWindowContains(t *testing.T) {
 			t.Errorf("%q contains %s (%s): %v, want %v", tc.window, tc.t.Format("2006-01-02 15:04"), tc.t.Weekday(), got, tc.want)
 		}
 	}
+}
+
+// localTime returns 2026-12-<day> hh:mm in local time; the 5th is a
+// Saturday.
+func localTime(t *testing.T, day int, hhmm string) time.Time {
+	t.Helper()
+	tm, err := time.ParseInLocation("2006-01-02 15:04", fmt.Sprintf("2026-12-%02d %s", day, hhmm), time.Local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tm
 }
