@@ -50,6 +50,11 @@ const (
 	WorkerStopped  Kind = "worker.stopped"
 )
 
+// RebootStarted is appended by the worker just before it runs the reboot
+// command; the boot check after the reboot ends it (boot.validated or
+// boot.failed).
+const RebootStarted Kind = "reboot.started"
+
 // Kinds lists every kind this version of convoy emits, in pipeline order.
 var Kinds = []Kind{
 	UpgradeRequested, PinRequested,
@@ -60,6 +65,7 @@ var Kinds = []Kind{
 	UpgradeSucceeded, UpgradeFailed, UpgradeSkipped, UpgradeRejected, UpgradeAborted,
 	BootValidated, BootFailed, GoldenPinned, GoldenRestored,
 	WorkerStarted, WorkerStopped,
+	RebootStarted,
 }
 
 var known = func() map[Kind]bool {
@@ -182,4 +188,8 @@ type Fact struct {
 	// (or golden.pinned) answers: how far the worker has served its
 	// requests.
 	RequestSeq uint64 `json:"request_seq,omitempty"`
+	// RebootRequired says the system in Result boots another kernel,
+	// initrd or kernel modules than the booted system: it takes full
+	// effect only after a reboot (nixos driver; absent means false).
+	RebootRequired bool `json:"reboot_required,omitempty"`
 }

@@ -31,6 +31,11 @@ type Status struct {
 	// Golden is the pinned golden result and its generation.
 	Golden           string `json:"golden,omitempty"`
 	GoldenGeneration int    `json:"golden_generation,omitempty"`
+	// RebootRequired: Result boots another kernel, initrd or modules
+	// than the booted system. Set by the worker's facts that name what
+	// runs (worker.started, switch.succeeded, rollback.succeeded,
+	// upgrade.succeeded); cleared by a boot check of Result.
+	RebootRequired bool `json:"reboot_required,omitempty"`
 	// LastUpgrade is the id of the newest upgrade that started or was
 	// requested; LastResult its terminal kind ("upgrade.succeeded").
 	LastUpgrade string    `json:"last_upgrade,omitempty"`
@@ -97,6 +102,7 @@ func Apply(s *Status, st bus.Stored) bool {
 		}
 		if f.Result != "" {
 			s.Result = f.Result
+			s.RebootRequired = f.RebootRequired
 		}
 		if s.State == StateUnknown || s.State == StateUpgrading {
 			s.State = StateIdle
@@ -113,17 +119,21 @@ func Apply(s *Status, st bus.Stored) bool {
 	case events.PullSucceeded:
 		s.SecretsCommit = f.SecretsNewCommit
 	case events.SwitchSucceeded:
-		s.Commit, s.Result = f.Commit, f.Result
+		s.Commit, s.Result, s.RebootRequired = f.Commit, f.Result, f.RebootRequired
 		if f.Generation != 0 {
 			s.Generation = f.Generation
 		}
 	case events.RollbackSucceeded:
 		s.Commit, s.SecretsCommit = f.Commit, f.SecretsOldCommit
 		if f.Result != "" {
-			s.Result = f.Result
+			s.Result, s.RebootRequired = f.Result, f.RebootRequired
 		}
 		if f.Generation != 0 {
 			s.Generation = f.Generation
+		}
+	case events.BootValidated, events.BootFailed:
+		if f.Result == s.Result {
+			s.RebootRequired = false // the host booted it
 		}
 	case events.GoldenPinned, events.GoldenRestored:
 		s.Golden, s.GoldenGeneration = f.Result, f.Generation
@@ -154,12 +164,15 @@ func Apply(s *Status, st bus.Stored) bool {
 		if k == events.UpgradeSucceeded && f.Commit != "" {
 			s.Commit = f.Commit
 		}
+		if k == events.UpgradeSucceeded && f.Result != "" {
+			s.RebootRequired = f.RebootRequired
+		}
 		if s.Requested != "" {
 			s.State = StateQueued
 		}
 		return true
 	}
-	if k.Stage() != "boot" && k.Stage() != "golden" {
+	if k.Stage() != "boot" && k.Stage() != "golden" && k != events.RebootStarted {
 		s.Stage = k.Stage()
 	}
 	return true

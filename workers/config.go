@@ -33,6 +33,7 @@ type Config struct {
 	Upgrade  UpgradeConfig `toml:"upgrade"`
 	System   SystemConfig  `toml:"system"`
 	Golden   GoldenConfig  `toml:"golden"`
+	Reboot   RebootConfig  `toml:"reboot"`
 }
 
 // RepoConfig is a git repository the worker tracks.
@@ -83,6 +84,22 @@ type SystemConfig struct {
 	Profile   string   `toml:"profile"`
 	GCRoots   string   `toml:"gcroots"`
 	Elevation []string `toml:"elevation"`
+	// BootedSystem is the link to the system the machine booted
+	// (/run/booted-system); tests point it at a directory.
+	BootedSystem string `toml:"booted_system"`
+}
+
+// RebootConfig lets the worker reboot the host after an upgrade whose
+// kernel, initrd or kernel modules differ from the booted system's.
+type RebootConfig struct {
+	// Allow turns reboots on; default false.
+	Allow bool `toml:"allow"`
+	// Window is when a reboot may start, in local time: "Sat 02:00-05:00",
+	// "02:00-05:00" (every day) or "22:00-02:00" (across midnight). Empty
+	// means any time.
+	Window string `toml:"window"`
+	// Command reboots the host; default <system.elevation> systemctl reboot.
+	Command []string `toml:"command"`
 }
 
 // GoldenConfig configures the golden generation and boot checks.
@@ -208,6 +225,12 @@ func (c *Config) setDefaults() {
 		if c.System.Elevation == nil {
 			c.System.Elevation = []string{"sudo"}
 		}
+		if c.System.BootedSystem == "" {
+			c.System.BootedSystem = bootedSystem
+		}
+	}
+	if c.Reboot.Command == nil {
+		c.Reboot.Command = append(append([]string{}, c.System.Elevation...), "systemctl", "reboot")
 	}
 	if len(c.Golden.ServiceCheck) == 0 {
 		c.Golden.ServiceCheck = []string{"systemctl", "is-active", "--quiet"}
@@ -245,6 +268,7 @@ func (c *Config) Validate() error {
 	}
 	v.upgrade(c.Upgrade)
 	v.system(c.System, c.Upgrade.BuildsFirst())
+	v.reboot(c.Reboot, c.System.Driver)
 	if c.Golden.MaxBootFailures < 1 {
 		v.add("golden.max_boot_failures %d: must be at least 1", c.Golden.MaxBootFailures)
 	}
@@ -327,8 +351,26 @@ func (v *problems) system(s SystemConfig, buildsFirst bool) {
 		if !filepath.IsAbs(s.GCRoots) {
 			v.add("system.gcroots %q: must be an absolute path", s.GCRoots)
 		}
+		if s.BootedSystem != "" && !filepath.IsAbs(s.BootedSystem) {
+			v.add("system.booted_system %q: must be an absolute path", s.BootedSystem)
+		}
 	default:
 		v.add("system.driver %q: want %s or %s", s.Driver, DriverCommand, DriverNixOS)
+	}
+}
+
+func (v *problems) reboot(r RebootConfig, driver string) {
+	if _, err := ParseWindow(r.Window); err != nil {
+		v.add("reboot.window: %w", err)
+	}
+	if !r.Allow {
+		return
+	}
+	if driver != DriverNixOS {
+		v.add("reboot.allow: needs system.driver = \"nixos\" (only it can tell that a reboot is required)")
+	}
+	if len(r.Command) == 0 || r.Command[0] == "" {
+		v.add("reboot.command: empty (argv that reboots the host; default systemctl reboot through system.elevation)")
 	}
 }
 

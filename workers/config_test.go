@@ -68,6 +68,10 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"bad builder", strings.Replace(base, "[system]\n", "[system]\ndriver = \"nixos\"\nbuilder = \"make\"\n", 1), []string{"nh, nixos-rebuild or nix"}},
 		{"not toml", "host = ", []string{"line 1"}},
 		{"option-like branch", base + "[secrets]\npath = \"/s\"\nbranch = \"--upload-pack=x\"\n", []string{"secrets.branch"}},
+		{"bad reboot window", base + "[reboot]\nwindow = \"Sta 02:00-05:00\"\n", []string{"reboot.window", `day "Sta"`}},
+		{"reboot with the command driver", base + "[reboot]\nallow = true\n", []string{"reboot.allow", "nixos"}},
+		{"relative booted system", strings.Replace(base, "[system]\n", "[system]\ndriver = \"nixos\"\nbooted_system = \"run/booted\"\n", 1), []string{"system.booted_system", "absolute"}},
+		{"empty reboot command", strings.Replace(base, "[system]\n", "[system]\ndriver = \"nixos\"\n", 1) + "[reboot]\nallow = true\ncommand = []\n", []string{"reboot.command: empty"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := workers.ParseConfig([]byte(tc.toml))
@@ -128,5 +132,18 @@ func TestParseConfigTags(t *testing.T) {
 	}
 	if _, err := workers.ParseConfig([]byte("tags = [\"Canary\", \"\"]\n" + base)); err == nil || !strings.Contains(err.Error(), "tags[0]") || !strings.Contains(err.Error(), "tags[1]") {
 		t.Fatalf("bad tags: %v", err)
+	}
+}
+
+func TestParseConfigRebootDefaults(t *testing.T) {
+	c, err := workers.ParseConfig([]byte("host = \"sorrow\"\n[repo]\npath = \"/srv/nix-config\"\n[system]\ndriver = \"nixos\"\nbuilder = \"nix\"\nelevation = [\"sudo\", \"-n\"]\n[reboot]\nallow = true\nwindow = \"Sat 02:00-05:00\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Reboot.Command, " "); got != "sudo -n systemctl reboot" {
+		t.Fatalf("reboot.command %q, want the elevation program then systemctl reboot", got)
+	}
+	if c.System.BootedSystem != "/run/booted-system" {
+		t.Fatalf("system.booted_system %q", c.System.BootedSystem)
 	}
 }

@@ -4,7 +4,11 @@
 // fetch, resolve and judge the target, move the checkouts), build,
 // validation, switch and health checks, and on any failure the rollback
 // of the checkouts and, after a switch, of the system. BootCheck runs
-// once after boot and keeps the golden generation.
+// once after boot and keeps the golden generation. With [reboot], an
+// upgrade whose system boots another kernel, initrd or kernel modules
+// than the booted one leaves a pending reboot that the serve loop starts
+// inside the reboot window (reboot.started, then the command) and the
+// next BootCheck ends.
 //
 // # Guarantees
 //

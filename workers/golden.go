@@ -165,6 +165,13 @@ func (b *bootCheck) check(ctx context.Context) error {
 		return err
 	}
 	b.result.Result = cur
+	if p := b.w.state.PendingReboot; p != nil {
+		// The reboot happened: this check's verdict (boot.validated, or
+		// boot.failed and the golden fallback) ends it. Saved with the
+		// verdict.
+		b.w.log.Info("the pending reboot is done", "result", p.Result, "booted", cur)
+		b.w.state.PendingReboot = nil
+	}
 	start := time.Now()
 	for _, svc := range b.w.cfg.Golden.ValidateServices {
 		res := b.run(ctx, "/", append(append([]string{}, b.w.cfg.Golden.ServiceCheck...), svc))

@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +42,7 @@ type nixosDriver struct {
 	gcroots  string
 	elev     []string
 	stateDir string
+	booted   string // system.booted_system
 	// transient runs switch-to-configuration in a transient systemd unit
 	// (as nixos-rebuild does), so that an activation which restarts
 	// convoy-worker.service does not kill itself with the worker's cgroup.
@@ -57,7 +59,7 @@ func newNixOSDriver(c *Config) *nixosDriver {
 	_, lerr := exec.LookPath("systemd-run")
 	return &nixosDriver{builder: c.System.Builder, host: c.Host, flakeRef: ref, attr: attr,
 		profile: c.System.Profile, gcroots: c.System.GCRoots, elev: c.System.Elevation, stateDir: c.StateDir,
-		transient: err == nil && lerr == nil}
+		transient: err == nil && lerr == nil, booted: cmp.Or(c.System.BootedSystem, bootedSystem)}
 }
 
 // activation returns the argv that runs path's switch-to-configuration
@@ -182,14 +184,16 @@ func (d *nixosDriver) Current(context.Context, Exec) (string, error) {
 	return p, nil
 }
 
-// bootedSystem is where NixOS links the system the machine booted.
+// bootedSystem is where NixOS links the system the machine booted (the
+// default of system.booted_system).
 const bootedSystem = "/run/booted-system"
 
-// Booted returns the system this boot runs: /run/booted-system on NixOS,
+// Booted returns the system this boot runs: system.booted_system
+// (/run/booted-system) on NixOS,
 // which differs from the profile after a boot from an older menu entry or
 // before a boot-only activation takes effect; the profile elsewhere.
 func (d *nixosDriver) Booted(ctx context.Context, run Exec) (string, error) {
-	if p, err := filepath.EvalSymlinks(bootedSystem); err == nil {
+	if p, err := filepath.EvalSymlinks(d.booted); err == nil {
 		return p, nil
 	}
 	return d.Current(ctx, run)

@@ -27,8 +27,10 @@ type job struct {
 	newCommit, newSecrets string
 	result, previous      string
 	generation            int
-	moved                 bool // the checkouts were reset to the target
-	switched              bool // the switch was started
+	reboot                bool   // the result needs a reboot (needsReboot)
+	rebootWhy             string // what differs from the booted system
+	moved                 bool   // the checkouts were reset to the target
+	switched              bool   // the switch was started
 }
 
 // newJob returns a job whose commands log to log and are tracked in the
@@ -88,6 +90,8 @@ func (w *Worker) upgrade(ctx context.Context, r request, req events.UpgradeReque
 	if out.kind == events.UpgradeSucceeded {
 		w.state.Deployed, w.state.DeployedSecrets = j.newCommit, j.newSecrets
 	}
+	// Saved with the terminal fact's record; serve reboots after it.
+	w.state.PendingReboot = pendingAfter(w.state.PendingReboot, w.cfg.Reboot.Allow, r.id, out, j.rebootWhy)
 	log.Info("upgrade ended", logKind, out.kind, logReason, out.fact.Reason)
 	return w.finish(ectx, r, out.kind, out.fact)
 }
@@ -110,7 +114,7 @@ func (j *job) pipeline(ctx context.Context) (outcome, error) {
 			return *out, nil
 		}
 	}
-	return outcome{events.UpgradeSucceeded, events.Fact{Commit: j.newCommit, Result: j.result, PreviousResult: j.previous, Generation: j.generation}}, nil
+	return outcome{events.UpgradeSucceeded, events.Fact{Commit: j.newCommit, Result: j.result, PreviousResult: j.previous, Generation: j.generation, RebootRequired: j.reboot}}, nil
 }
 
 // hooks runs the pre-update hooks, before anything is fetched.
@@ -190,7 +194,9 @@ func (j *job) switchSystem(ctx context.Context) (*outcome, error) {
 		// Without a separate build the switch decided the result.
 		j.result, _ = j.w.driver.Current(ctx, j.run)
 	}
-	return nil, j.emit(ctx, events.SwitchSucceeded, events.Fact{Commit: j.newCommit, Result: j.result, PreviousResult: previous, Generation: gen, DurationMS: res.Duration.Milliseconds()})
+	j.reboot, j.rebootWhy = j.w.needsReboot(j.result)
+	return nil, j.emit(ctx, events.SwitchSucceeded, events.Fact{Commit: j.newCommit, Result: j.result, PreviousResult: previous, Generation: gen,
+		DurationMS: res.Duration.Milliseconds(), RebootRequired: j.reboot})
 }
 
 // health runs the health checks on the switched system.
@@ -267,6 +273,7 @@ func (j *job) rollback(ctx context.Context, stage string, system bool) (events.F
 			// Say what the host runs now, not what it should.
 			f.Result, _ = j.w.driver.Current(ctx, j.run)
 		}
+		f.RebootRequired, _ = j.w.needsReboot(f.Result)
 	}
 	f.DurationMS = time.Since(start).Milliseconds()
 	kind := events.RollbackSucceeded

@@ -34,12 +34,26 @@ func (w *Worker) serve(ctx context.Context) error {
 	}()
 	for {
 		var st bus.Stored
-		err := ctx.Err()
+		// A pending reboot starts here: right after the terminal fact
+		// that required it, or when its window opens.
+		err := w.rebootIfDue(ctx)
+		if errors.Is(err, ErrSecondWorker) {
+			return err
+		}
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("pending reboot", logErr, err)
+		}
+		err = ctx.Err()
 		if err == nil && reqs == nil {
 			reqs, err = w.conn.Requests(ctx, w.cfg.Host, w.state.Position)
 		}
 		if err == nil {
-			st, err = reqs.Next(ctx)
+			nctx, cancel := w.untilRebootCheck(ctx)
+			st, err = reqs.Next(nctx)
+			cancel()
+			if err != nil && ctx.Err() == nil && nctx.Err() != nil {
+				continue // time to look at the reboot window again
+			}
 		}
 		if err == nil {
 			err = w.handle(ctx, st)

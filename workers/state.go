@@ -35,6 +35,9 @@ type localState struct {
 	// BootFailures counts consecutive failed boot checks of BootFailed.
 	BootFailures int    `json:"boot_failures,omitempty"`
 	BootFailed   string `json:"boot_failed,omitempty"`
+	// PendingReboot is a reboot owed to the host, until the boot check
+	// after it (see rebootIfDue).
+	PendingReboot *pendingReboot `json:"pending_reboot,omitempty"`
 }
 
 func (s *localState) validated(result string) bool {

@@ -39,6 +39,12 @@ type Options struct {
 	// WrapExec, if set, wraps how every command runs (convoy bench times
 	// a real worker's commands with it).
 	WrapExec func(Exec) Exec
+	// Now is the clock reboot windows are judged by (tests); default
+	// time.Now.
+	Now func() time.Time
+	// RebootCheck is how often a pending reboot looks at its window;
+	// default 30s.
+	RebootCheck time.Duration
 }
 
 // Worker is the one process that changes a host. It reads the host's
@@ -61,6 +67,10 @@ type Worker struct {
 	out      outbox
 	upgrades *upgradeindex.Index
 	leases   *bus.Bucket
+
+	now         func() time.Time
+	window      Window // reboot.window
+	rebootCheck time.Duration
 
 	// queueOnly is set when the bus cannot be reached (boot-check): facts
 	// go to the outbox alone, for the worker to publish when it starts.
@@ -87,7 +97,19 @@ func New(o Options) (*Worker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	win, err := ParseWindow(c.Reboot.Window)
+	if err != nil {
+		return nil, fmt.Errorf("reboot.window: %w", err)
+	}
+	now, check := o.Now, o.RebootCheck
+	if now == nil {
+		now = time.Now
+	}
+	if check <= 0 {
+		check = 30 * time.Second
+	}
 	return &Worker{
+		now: now, window: win, rebootCheck: check,
 		cfg: c, conn: o.Conn, driver: d, version: o.Version, extraEnv: o.Env, execute: o.Exec, wrapExec: o.WrapExec,
 		log:      log.With(logHost, c.Host),
 		source:   "convoy/worker/" + c.Host,
@@ -157,7 +179,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	head, _ := (&gitRepo{name: "repo", cfg: w.cfg.Repo, run: w.quietExec()}).head(ctx)
 	current, _ := w.driver.Current(ctx, w.quietExec())
-	if err := w.emit(ctx, "", events.WorkerStarted, events.Fact{Version: w.version, Commit: head, Result: current, Tags: w.cfg.Tags}); err != nil {
+	reboot, _ := w.needsReboot(current)
+	if err := w.emit(ctx, "", events.WorkerStarted, events.Fact{Version: w.version, Commit: head, Result: current, Tags: w.cfg.Tags, RebootRequired: reboot}); err != nil {
 		return err
 	}
 	w.log.Info("worker started", "commit", short(head), "result", current)

@@ -62,13 +62,20 @@ func newRig(t *testing.T, o sandbox.Options, hosts ...string) *rig {
 }
 
 // start runs a worker for host until the test ends.
-func (r *rig) start(t *testing.T, host string) {
+func (r *rig) start(t *testing.T, host string) { r.startWith(t, host, nil) }
+
+// startWith is start with the options changed by opts (nil: none).
+func (r *rig) startWith(t *testing.T, host string, opts func(*workers.Options)) {
 	t.Helper()
 	cfg, err := workers.LoadConfig(r.fleet.Hosts[host].Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := workers.New(workers.Options{Config: cfg, Conn: r.conn, Env: r.env(host), Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	o := workers.Options{Config: cfg, Conn: r.conn, Env: r.env(host), Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if opts != nil {
+		opts(&o)
+	}
+	w, err := workers.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

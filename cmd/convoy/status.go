@@ -67,7 +67,7 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		return nil
 	}
 	t := table(c.env.stdout)
-	row(t, "HOST", "STATE", "STAGE", "COMMIT", "RESULT", "GOLDEN", "LAST UPGRADE", "WORKER", "TAGS", "UPDATED")
+	row(t, "HOST", "STATE", "STAGE", "COMMIT", "RESULT", "GOLDEN", "LAST UPGRADE", "WORKER", "TAGS", "UPDATED", "REBOOT")
 	for _, s := range sts {
 		last := s.LastResult
 		if last != "" && s.LastFailed != "" {
@@ -77,7 +77,7 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		if s.Golden == "" {
 			golden = "-"
 		}
-		row(t, s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), dash(strings.Join(s.Tags, ",")), ago(s.Updated))
+		row(t, s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), dash(strings.Join(s.Tags, ",")), ago(s.Updated), reboot(s.RebootRequired))
 	}
 	return t.Flush()
 }
@@ -100,6 +100,14 @@ func (c *statusCmd) read(ctx context.Context, fleet *projections.Fleet, hosts []
 		sts = append(sts, s)
 	}
 	return sts, nil
+}
+
+// reboot marks a host whose running system waits for a reboot.
+func reboot(required bool) string {
+	if required {
+		return "required"
+	}
+	return "-"
 }
 
 func dash(s string) string {

@@ -32,22 +32,44 @@ func HaveNix() error {
 // bin/switch-to-configuration records each activation in
 // $CONVOY_STATE_DIR/activations.log. A syntax error in
 // configuration.nix is a real Nix evaluation error.
+//
+// Each system links kernel, initrd and kernel-modules into a kernel
+// derivation of their own, as NixOS does, so their targets change only
+// when configuration.nix sets another `kernel = "…";` (default "6.1"):
+// what the worker compares with the booted system.
 const flakeTemplate = `{
   description = "nix-config (convoy sandbox): toy NixOS systems without nixpkgs";
   outputs = { self }:
     let
       config = import ./configuration.nix;
+      version = config.kernel or "6.1";
+      kernel = derivation {
+        name = "linux-${version}";
+        system = "x86_64-linux";
+        builder = "/bin/sh";
+        PATH = "/usr/bin:/bin";
+        inherit version;
+        args = [ "-c" ''
+          set -e
+          mkdir -p "$out/lib/modules/$version"
+          printf 'kernel %s\n' "$version" > "$out/bzImage"
+          printf 'initrd %s\n' "$version" > "$out/initrd"
+        '' ];
+      };
       mkSystem = host: derivation {
         name = "nixos-system-${host}";
         system = "x86_64-linux";
         builder = "/bin/sh";
         PATH = "/usr/bin:/bin";
-        inherit host;
+        inherit host kernel;
         config = builtins.toJSON config;
         args = [ "-c" ''
           set -e
           mkdir -p "$out/bin"
           printf '%s\n' "$config" > "$out/configuration.json"
+          ln -s "$kernel/bzImage" "$out/kernel"
+          ln -s "$kernel/initrd" "$out/initrd"
+          ln -s "$kernel/lib/modules" "$out/kernel-modules"
           cat > "$out/bin/switch-to-configuration" <<SCRIPT
           #!/bin/sh
           echo "\$1 $out" >> "\''${CONVOY_STATE_DIR:-/tmp}/activations.log"
