@@ -15,6 +15,7 @@ import (
 	rungroup "github.com/oklog/run"
 
 	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/producers/rollout"
 	"github.com/convoy-fleet/convoy/projections"
 )
 
@@ -126,6 +127,11 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return runProjector(ctx, proj, log) }, func(error) { cancel() })
 	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		ctl := &rollout.Controller{Conn: conn, Log: log.With("part", "rollout-controller")}
+		g.Add(func() error { return runController(ctx, ctl, log) }, func(error) { cancel() })
+	}
 	if *auth {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { watchUsers(ctx, srv, log); return nil }, func(error) { cancel() })
@@ -183,6 +189,22 @@ func runProjector(ctx context.Context, proj *projections.Projector, log *slog.Lo
 			return nil
 		}
 		log.Error("projector stopped; restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// runController keeps the rollout controller running until ctx ends.
+func runController(ctx context.Context, ctl *rollout.Controller, log *slog.Logger) error {
+	for {
+		err := ctl.Run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Error("rollout controller stopped; restarting", "err", err)
 		select {
 		case <-ctx.Done():
 			return nil
