@@ -238,3 +238,32 @@ func TestRolloutControllerKilled(t *testing.T) {
 		}
 	}
 }
+
+// An abort while the canary bakes ends the rollout: no later wave.
+func TestRolloutAbort(t *testing.T) {
+	t.Parallel()
+	r := newRolloutRig(t)
+	c := r.commit(configV1, "v1")
+	res := r.convoy("rollout", "start", "--rev", c, "--wave", "tag=canary", "--wave", "all", "--bake", "1h")
+	wantExit(t, res, exitOK)
+	id := strings.Fields(res.stdout)[0]
+	eventually(t, time.Minute, "the canary upgraded", func() bool { head, _ := r.head("birch"); return head == c })
+	wantExit(t, r.convoy("rollout", "pause", id), exitOK)
+	eventually(t, 30*time.Second, "the rollout paused", func() bool {
+		return strings.Contains(r.convoy("rollout", "status", id).stdout, ": paused,")
+	})
+	wantExit(t, r.convoy("rollout", "abort", id, "--reason", "test"), exitOK)
+	st := convoy(t, time.Minute, "--nats", r.url, "rollout", "status", id, "--wait")
+	wantExit(t, st, exitFailed)
+	evs := r.rolloutEvents(id)
+	wantKinds(t, evs, "rollout.requested", "rollout.started", "rollout.wave.started",
+		"rollout.pause.requested", "rollout.paused", "rollout.abort.requested", "rollout.aborted")
+	if f := rolloutData(t, evs[len(evs)-1]); !strings.Contains(f.Reason, "test") {
+		t.Fatalf("aborted: %+v", f)
+	}
+	for _, h := range []string{"ash", "cedar", "elm", "oak"} {
+		if n := len(r.history(h, "--type", "upgrade.requested")); n != 0 {
+			t.Fatalf("%s got %d requests after the abort", h, n)
+		}
+	}
+}
