@@ -130,7 +130,7 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	{
 		ctx, cancel := context.WithCancel(ctx)
 		ctl := &rollout.Controller{Conn: conn, Log: log.With("part", "rollout-controller")}
-		g.Add(func() error { return runController(ctx, ctl, log) }, func(error) { cancel() })
+		g.Add(func() error { return keepRunning(ctx, "rollout controller", ctl.Run, log) }, func(error) { cancel() })
 	}
 	if *auth {
 		ctx, cancel := context.WithCancel(ctx)
@@ -183,28 +183,18 @@ func provision(ctx context.Context, conn *bus.Conn, log *slog.Logger) error {
 
 // runProjector keeps the projector running until ctx ends.
 func runProjector(ctx context.Context, proj *projections.Projector, log *slog.Logger) error {
-	for {
-		err := proj.Run(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		log.Error("projector stopped; restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	return keepRunning(ctx, "projector", proj.Run, log)
 }
 
-// runController keeps the rollout controller running until ctx ends.
-func runController(ctx context.Context, ctl *rollout.Controller, log *slog.Logger) error {
+// keepRunning runs part until ctx ends, restarting it a second after it
+// stops with an error.
+func keepRunning(ctx context.Context, name string, part func(context.Context) error, log *slog.Logger) error {
 	for {
-		err := ctl.Run(ctx)
+		err := part(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Error("rollout controller stopped; restarting", "err", err)
+		log.Error(name+" stopped; restarting", "err", err)
 		select {
 		case <-ctx.Done():
 			return nil
