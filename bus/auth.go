@@ -169,7 +169,9 @@ func Permissions(u User, hosts []string) *server.Permissions {
 	case RoleOperator:
 		// The status view, for projections rebuild; not the upgrade index,
 		// which workers trust to recognise a request that already ended.
-		pub := append([]string{events.AllRequests, "$KV." + StatusBucket + ".>"}, readAll...)
+		// The operator's rollout asks, not the controller's facts.
+		pub := append([]string{events.AllRequests, "$KV." + StatusBucket + ".>"}, events.RolloutRequestFilters...)
+		pub = append(pub, readAll...)
 		return &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: pub, Deny: denyHosts},
 			Subscribe: allow("_INBOX.>", events.AllSubjects, liveRequestsRoot+".>"),

@@ -104,6 +104,13 @@ func appendRequest(ctx context.Context, c *bus.Conn, host string) error {
 	return err
 }
 
+func appendRollout(ctx context.Context, c *bus.Conn, id string, k events.Kind) error {
+	e, _ := events.New(k, id, "test", events.RolloutAsk{})
+	subj, _ := events.RolloutSubject(id, k)
+	_, err := c.Append(ctx, subj, e, nil)
+	return err
+}
+
 func count(t *testing.T, c *bus.Conn, filter string) int {
 	t.Helper()
 	n := 0
@@ -255,6 +262,22 @@ func TestAuthorizationMatrix(t *testing.T) {
 	// and cannot destroy the log; auditors only read.
 	if err := appendFact(short(t), op, "sorrow", events.UpgradeSucceeded); err == nil {
 		t.Error("the operator could publish a host's fact")
+	}
+	// The operator asks rollouts to start and stop; only the controller
+	// (the server) writes what a rollout did.
+	rid := events.NewID()
+	for _, k := range []events.Kind{events.RolloutRequested, events.RolloutAbortRequested, events.RolloutPauseRequested, events.RolloutResumeRequested} {
+		if err := appendRollout(short(t), op, rid, k); err != nil {
+			t.Errorf("the operator could not ask %s: %v", k, err)
+		}
+	}
+	for _, k := range []events.Kind{events.RolloutStarted, events.RolloutWaveStarted, events.RolloutHalted, events.RolloutSucceeded, events.RolloutAborted} {
+		if err := appendRollout(short(t), op, rid, k); err == nil {
+			t.Errorf("the operator could publish the controller's %s", k)
+		}
+		if err := appendRollout(short(t), audit, rid, k); err == nil {
+			t.Errorf("the auditor could publish %s", k)
+		}
 	}
 	if err := op.JetStream().DeleteStream(short(t), bus.StreamName); err == nil {
 		t.Error("the operator could delete the stream")

@@ -69,8 +69,11 @@ var Kinds = []Kind{
 }
 
 var known = func() map[Kind]bool {
-	m := make(map[Kind]bool, len(Kinds))
+	m := make(map[Kind]bool, len(Kinds)+len(RolloutKinds))
 	for _, k := range Kinds {
+		m[k] = true
+	}
+	for _, k := range RolloutKinds {
 		m[k] = true
 	}
 	return m

@@ -159,7 +159,7 @@ func (q Query) match(st bus.Stored) bool {
 // starts the read where the upgrade index says it starts and stops at its
 // last fact, so neither reads the whole stream.
 func (f *Fleet) History(ctx context.Context, q Query, fn func(bus.Stored) error) error {
-	filters := []string{events.AllHostFacts, events.AllRequests}
+	filters := []string{events.AllHostFacts, events.AllRequests, events.AllRolloutFacts}
 	if q.Host != "" {
 		if err := events.ValidateHost(q.Host); err != nil {
 			return err

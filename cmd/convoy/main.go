@@ -59,6 +59,7 @@ func commands(e *env) map[string]command {
 		"projector":   &projectorCmd{env: e},
 		"schedule":    &scheduleCmd{env: e},
 		"git-watch":   &gitWatchCmd{env: e},
+		"rollout":     &rolloutCmd{env: e},
 		"demo":        &demoCmd{env: e},
 		"bench-hosts": &benchHostsCmd{env: e}, // convoy bench's own, not in the usage
 		"bench":       &benchCmd{env: e},
@@ -83,7 +84,8 @@ Commands:
   creds        creds add-host HOST|add-operator NAME|add-auditor NAME -o FILE: issue a credential
   projector    provision an external NATS (--nats) and keep the projections there
   schedule     request upgrades on a schedule: --every 1h | --daily 04:00 [HOST...]
-  git-watch    upgrade to each new commit of a branch: --remote URL [--listen ADDR] --all|HOST...
+  git-watch    upgrade to each new commit of a branch: --remote URL [--listen ADDR] --all|--tag T|HOST...
+  rollout      staged rollouts: rollout start --rev R --wave tag=canary --wave 25% --wave all [--bake 10m] | status [ID] | abort ID
   demo         run a whole fleet in a temp dir and show two upgrades
   bench        measure convoy against a fresh server: simulated hosts, one real worker, the raw floor
   version      print the version

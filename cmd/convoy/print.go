@@ -49,6 +49,9 @@ func details(st bus.Stored) string {
 		add("by", r.RequestedBy)
 		return strings.Join(parts, " ")
 	}
+	if e.Kind().Stage() == events.ClassRollout {
+		return rolloutDetails(e)
+	}
 	f, err := e.Fact()
 	if err != nil {
 		return err.Error()
@@ -82,6 +85,43 @@ func details(st bus.Stored) string {
 		s += "\n" + indent(lastLines(f.Output, 4), "      │ ")
 	}
 	return s
+}
+
+// rolloutDetails renders a rollout event's data on one line.
+func rolloutDetails(e events.Event) string {
+	var parts []string
+	switch e.Kind() {
+	case events.RolloutRequested:
+		var p events.RolloutPlan
+		_ = e.DecodeData(&p)
+		parts = append(parts, "rev="+short(p.Rev))
+		for i, w := range p.Waves {
+			parts = append(parts, fmt.Sprintf("wave%d=%s:%d", i+1, w.Spec, len(w.Hosts)))
+		}
+		if p.BakeMS > 0 {
+			parts = append(parts, "bake="+p.Bake().String())
+		}
+		parts = append(parts, fmt.Sprintf("max-failures=%d", p.MaxFailures), "by="+p.RequestedBy)
+	default:
+		var f events.RolloutFact
+		_ = e.DecodeData(&f)
+		if f.Wave > 0 {
+			parts = append(parts, fmt.Sprintf("wave=%d", f.Wave))
+		}
+		if e.UpgradeID != "" {
+			parts = append(parts, "upgrade="+e.UpgradeID)
+		}
+		if len(f.Hosts) > 0 {
+			parts = append(parts, "hosts="+strings.Join(f.Hosts, ","))
+		}
+		if len(f.Failed) > 0 {
+			parts = append(parts, fmt.Sprintf("failed=%d", len(f.Failed)))
+		}
+		if f.Reason != "" {
+			parts = append(parts, " "+f.Reason)
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func lastLines(s string, n int) string {

@@ -15,6 +15,7 @@ import (
 	rungroup "github.com/oklog/run"
 
 	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/producers/rollout"
 	"github.com/convoy-fleet/convoy/projections"
 )
 
@@ -126,6 +127,11 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return runProjector(ctx, proj, log) }, func(error) { cancel() })
 	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		ctl := &rollout.Controller{Conn: conn, Log: log.With("part", "rollout-controller")}
+		g.Add(func() error { return keepRunning(ctx, "rollout controller", ctl.Run, log) }, func(error) { cancel() })
+	}
 	if *auth {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { watchUsers(ctx, srv, log); return nil }, func(error) { cancel() })
@@ -177,12 +183,18 @@ func provision(ctx context.Context, conn *bus.Conn, log *slog.Logger) error {
 
 // runProjector keeps the projector running until ctx ends.
 func runProjector(ctx context.Context, proj *projections.Projector, log *slog.Logger) error {
+	return keepRunning(ctx, "projector", proj.Run, log)
+}
+
+// keepRunning runs part until ctx ends, restarting it a second after it
+// stops with an error.
+func keepRunning(ctx context.Context, name string, part func(context.Context) error, log *slog.Logger) error {
 	for {
-		err := proj.Run(ctx)
+		err := part(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Error("projector stopped; restarting", "err", err)
+		log.Error(name+" stopped; restarting", "err", err)
 		select {
 		case <-ctx.Done():
 			return nil

@@ -11,7 +11,8 @@ import (
 
 type watchCmd struct{ env *env }
 
-// Run prints the hosts' facts and requests as they are stored, from now
+// Run prints the hosts' facts and requests, and the rollouts' events
+// (unless hosts are named), as they are stored, from now
 // (or from the first event) until ctx is done, and then returns nil.
 func (c *watchCmd) Run(ctx context.Context, args []string) error {
 	fs := c.env.flags("watch", "watch [HOST...] [--json] [--all-history]",
@@ -24,7 +25,7 @@ func (c *watchCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	filters := []string{events.AllHostFacts, events.AllRequests}
+	filters := []string{events.AllHostFacts, events.AllRequests, events.AllRolloutFacts}
 	if len(hosts) > 0 {
 		filters = nil
 		for _, h := range hosts {
