@@ -290,7 +290,7 @@ func (b *bench) joinHosts(ctx context.Context) error {
 	}
 	b.sim = sim
 	d := time.Since(start)
-	b.r.JoinS, b.r.JoinHostsPerS = round(d.Seconds(), 2), round(float64(b.hosts)/d.Seconds(), 0)
+	b.r.JoinS, b.r.JoinHostsPerS = round(d.Seconds(), 3), round(float64(b.hosts)/d.Seconds(), 0)
 	if err := waitCaughtUp(ctx, b.conn); err != nil {
 		return err
 	}
@@ -312,7 +312,7 @@ func (b *bench) fleetUpgrade(ctx context.Context) error {
 		return err
 	}
 	fanout := time.Since(start)
-	b.r.FanoutS, b.r.FanoutRequestsPerS = round(fanout.Seconds(), 2), round(float64(len(sent))/fanout.Seconds(), 0)
+	b.r.FanoutS, b.r.FanoutRequestsPerS = round(fanout.Seconds(), 3), round(float64(len(sent))/fanout.Seconds(), 0)
 	b.progress("%d requests in %s; waiting for every host's terminal fact", len(sent), fanout.Round(time.Millisecond))
 	first := sent[0].Seq
 	for _, s := range sent {
@@ -346,7 +346,7 @@ func (b *bench) fleetUpgrade(ctx context.Context) error {
 		}
 	}
 	d := last.Sub(req.Stored)
-	b.r.PipelineFacts, b.r.PipelineS = facts, round(d.Seconds(), 2)
+	b.r.PipelineFacts, b.r.PipelineS = facts, round(d.Seconds(), 3)
 	b.r.PipelineFactsPerS = round(float64(facts)/d.Seconds(), 0)
 	b.r.PipelineVsRawAsync = round(b.r.PipelineFactsPerS/b.r.RawAsyncPublishPerS, 2)
 	b.r.ProjectorLagSamples = len(samples)
@@ -466,7 +466,7 @@ func (b *bench) rebuild(ctx context.Context) error {
 		return err
 	}
 	d = time.Since(start)
-	b.r.RebuildEvents, b.r.RebuildS, b.r.RebuildPerS = m, round(d.Seconds(), 2), round(float64(m)/d.Seconds(), 0)
+	b.r.RebuildEvents, b.r.RebuildS, b.r.RebuildPerS = m, round(d.Seconds(), 3), round(float64(m)/d.Seconds(), 0)
 	b.r.RebuildVsRawReplay = round(b.r.RebuildPerS/b.r.RawReplayPerS, 2)
 	return nil
 }
