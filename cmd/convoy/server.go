@@ -48,6 +48,7 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	clusterListen := fs.String("cluster-listen", "", "HOST:PORT for cluster routes")
 	routes := fs.String("routes", "", "comma-separated nats://HOST:PORT routes to the other nodes")
 	replicas := fs.Int("replicas", 1, "replicas of the stream and buckets when they are created (3 on a 3-node cluster)")
+	controller := fs.Bool("controller", true, "run the rollout controller (false: it runs elsewhere, as convoy controller)")
 	memLimit := fs.String("memory-limit", "512MiB", "soft limit of the server's memory: the Go runtime collects harder near it, and may exceed it when it must (0: none; the GOMEMLIMIT environment variable, if set, wins)")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -126,7 +127,7 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return runProjector(ctx, proj, log) }, func(error) { cancel() })
 	}
-	{
+	if *controller {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return runController(ctx, conn, log) }, func(error) { cancel() })
 	}
