@@ -309,6 +309,8 @@ type rig struct {
 	fleet   *sandbox.Fleet
 	workers map[string]*proc
 	nix     bool // a real-Nix fleet: workers run with their host's Nix env
+
+	serverArgs []string // extra flags of every convoy server the rig starts
 }
 
 // newRig starts a server on a free port and builds a sandbox fleet of
@@ -381,7 +383,7 @@ func (r *rig) startServer() {
 
 func (r *rig) tryStartServer() error {
 	r.t.Helper()
-	p := startProc(r.t, "server", "server", "--data", r.data, "--listen", r.listen)
+	p := startProc(r.t, "server", append([]string{"server", "--data", r.data, "--listen", r.listen}, r.serverArgs...)...)
 	eventually(r.t, 30*time.Second, "the server to listen on "+r.listen, func() bool {
 		return strings.Contains(p.stdout.String(), "convoy server listening on") || p.exited()
 	})

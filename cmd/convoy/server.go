@@ -15,7 +15,6 @@ import (
 	rungroup "github.com/oklog/run"
 
 	"github.com/convoy-fleet/convoy/bus"
-	"github.com/convoy-fleet/convoy/producers/rollout"
 	"github.com/convoy-fleet/convoy/projections"
 )
 
@@ -49,6 +48,7 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	clusterListen := fs.String("cluster-listen", "", "HOST:PORT for cluster routes")
 	routes := fs.String("routes", "", "comma-separated nats://HOST:PORT routes to the other nodes")
 	replicas := fs.Int("replicas", 1, "replicas of the stream and buckets when they are created (3 on a 3-node cluster)")
+	controller := fs.Bool("controller", true, "run the rollout controller (false: it runs elsewhere, as convoy controller)")
 	memLimit := fs.String("memory-limit", "512MiB", "soft limit of the server's memory: the Go runtime collects harder near it, and may exceed it when it must (0: none; the GOMEMLIMIT environment variable, if set, wins)")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -127,10 +127,9 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return runProjector(ctx, proj, log) }, func(error) { cancel() })
 	}
-	{
+	if *controller {
 		ctx, cancel := context.WithCancel(ctx)
-		ctl := &rollout.Controller{Conn: conn, Log: log.With("part", "rollout-controller")}
-		g.Add(func() error { return keepRunning(ctx, "rollout controller", ctl.Run, log) }, func(error) { cancel() })
+		g.Add(func() error { return runController(ctx, conn, log) }, func(error) { cancel() })
 	}
 	if *auth {
 		ctx, cancel := context.WithCancel(ctx)
@@ -142,16 +141,11 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 }
 
 // connectProjector connects to the bus, provisions it, and returns the
-// projector that keeps its status view: the start of convoy server and
-// convoy projector. The caller closes the connection.
+// projector that keeps its status view: the start of convoy server. The
+// caller closes the connection.
 func connectProjector(ctx context.Context, cfg bus.ConnectConfig, log *slog.Logger) (*bus.Conn, *projections.Projector, error) {
-	conn, err := bus.Connect(ctx, cfg)
+	conn, err := connectProvisioned(ctx, cfg, log)
 	if err != nil {
-		return nil, nil, err
-	}
-	// A cluster can provision only once its nodes have elected a leader.
-	if err := provision(ctx, conn, log); err != nil {
-		conn.Close()
 		return nil, nil, err
 	}
 	proj, err := projections.NewProjector(ctx, conn)
@@ -160,6 +154,21 @@ func connectProjector(ctx context.Context, cfg bus.ConnectConfig, log *slog.Logg
 		return nil, nil, err
 	}
 	return conn, proj, nil
+}
+
+// connectProvisioned connects to the bus and provisions it. The caller
+// closes the connection.
+func connectProvisioned(ctx context.Context, cfg bus.ConnectConfig, log *slog.Logger) (*bus.Conn, error) {
+	conn, err := bus.Connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	// A cluster can provision only once its nodes have elected a leader.
+	if err := provision(ctx, conn, log); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 // provision creates the stream and buckets, retrying while a cluster
