@@ -22,13 +22,18 @@ const (
 	RolloutHalted        Kind = "rollout.halted"
 	RolloutSucceeded     Kind = "rollout.succeeded"
 	RolloutAborted       Kind = "rollout.aborted"
+	// RolloutRolledBack follows rollout.halted when the plan's OnFailure
+	// is "rollback": it says which upgraded hosts went back to their
+	// previous commit and which did not. It is not an end: the rollout
+	// ended with rollout.halted.
+	RolloutRolledBack Kind = "rollout.rolled-back"
 )
 
 // RolloutKinds lists the rollout kinds, the operator's asks first.
 var RolloutKinds = []Kind{
 	RolloutRequested, RolloutAbortRequested, RolloutPauseRequested, RolloutResumeRequested,
 	RolloutStarted, RolloutWaveStarted, RolloutWaveSucceeded, RolloutPaused, RolloutResumed,
-	RolloutHalted, RolloutSucceeded, RolloutAborted,
+	RolloutHalted, RolloutSucceeded, RolloutAborted, RolloutRolledBack,
 }
 
 // IsRolloutEnd reports whether k ends a rollout. Exactly one such fact is
@@ -85,10 +90,23 @@ type RolloutPlan struct {
 	// WaveTimeoutMS, when set, is how long a wave waits for its hosts'
 	// terminal facts; a host without one by then counts as a failure.
 	WaveTimeoutMS int64 `json:"wave_timeout_ms,omitempty"`
-	// OnFailure is what a halt does: "halt" (nothing more).
+	// OnFailure is what a halt does: "halt" (nothing more, the default)
+	// or "rollback" (OnFailureRollback).
 	OnFailure   string `json:"on_failure,omitempty"`
 	RequestedBy string `json:"requested_by,omitempty"`
 }
+
+// The values of RolloutPlan.OnFailure.
+const (
+	OnFailureHalt = "halt"
+	// OnFailureRollback: after rollout.halted, the hosts the rollout
+	// upgraded are asked to go back to the commit each had when its wave
+	// started, then rollout.rolled-back is written.
+	OnFailureRollback = "rollback"
+)
+
+// Rollback reports whether a halt rolls the upgraded hosts back.
+func (p RolloutPlan) Rollback() bool { return p.OnFailure == OnFailureRollback }
 
 // Bake returns the plan's bake time.
 func (p RolloutPlan) Bake() time.Duration { return time.Duration(p.BakeMS) * time.Millisecond }
@@ -112,10 +130,26 @@ type RolloutFact struct {
 	Wave int `json:"wave,omitempty"`
 	// Hosts are the wave's hosts (wave.started).
 	Hosts []string `json:"hosts,omitempty"`
+	// Previous is, per host of the wave, the commit the status view
+	// showed for it when the wave started (wave.started; a host the view
+	// had no commit for is missing).
+	Previous map[string]string `json:"previous,omitempty"`
+	// Upgraded are the wave's hosts whose upgrade ended upgrade.succeeded
+	// (wave.succeeded).
+	Upgraded []string `json:"upgraded,omitempty"`
+	// Rollback are the hosts a halt with on_failure rollback sends back,
+	// each with its previous commit (halted), under the upgrade id in the
+	// envelope's upgradeid.
+	Rollback []RolloutHostCommit `json:"rollback,omitempty"`
+	// RolledBack are the hosts whose rollback ended upgrade.succeeded,
+	// and NotRolledBack those that did not, with why (rolled-back).
+	RolledBack    []RolloutHostCommit `json:"rolled_back,omitempty"`
+	NotRolledBack []RolloutFailure    `json:"not_rolled_back,omitempty"`
 	// Failed are the hosts that counted as failures so far, with why
 	// (wave.succeeded, halted).
 	Failed []RolloutFailure `json:"failed,omitempty"`
-	// Reason says why, in words (halted, aborted, paused, resumed).
+	// Reason says why, in words (halted, aborted, paused, resumed,
+	// rolled-back).
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -124,4 +158,11 @@ type RolloutFailure struct {
 	Host   string `json:"host"`
 	Wave   int    `json:"wave"`
 	Reason string `json:"reason"`
+}
+
+// RolloutHostCommit is a host and a commit: the one a rollback sends it
+// back to.
+type RolloutHostCommit struct {
+	Host   string `json:"host"`
+	Commit string `json:"commit"`
 }

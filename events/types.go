@@ -135,6 +135,11 @@ type UpgradeRequest struct {
 	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
 	// RequestedBy names the producer (user@host, "schedule", ...).
 	RequestedBy string `json:"requested_by,omitempty"`
+	// RolloutRollback, set by the rollout controller, is the id of the
+	// rollout whose halt this request undoes: a worker whose config sets
+	// upgrade.allow_rollout_rollback lets it deploy an ancestor of the
+	// deployed commit without AllowDowngrade.
+	RolloutRollback string `json:"rollout_rollback,omitempty"`
 }
 
 // PinRequest is the data of pin.requested: pin the host's current

@@ -20,6 +20,9 @@ type Request struct {
 	// is safe: each host stores and runs it at most once.
 	ID             string
 	AllowDowngrade bool
+	// RolloutRollback marks the request as the rollback of that rollout
+	// (see events.UpgradeRequest).
+	RolloutRollback string
 	// By names who asks ("alice@laptop", "schedule").
 	By string
 }
@@ -100,7 +103,7 @@ func Upgrade(ctx context.Context, c *bus.Conn, r Request) (string, []Sent, error
 		if done[h].Ended() {
 			continue
 		}
-		e, err := events.New(events.UpgradeRequested, h, source, events.UpgradeRequest{Rev: r.Rev, AllowDowngrade: r.AllowDowngrade, RequestedBy: r.By})
+		e, err := events.New(events.UpgradeRequested, h, source, events.UpgradeRequest{Rev: r.Rev, AllowDowngrade: r.AllowDowngrade, RequestedBy: r.By, RolloutRollback: r.RolloutRollback})
 		if err != nil {
 			return r.ID, nil, err
 		}

@@ -66,6 +66,11 @@ type UpgradeConfig struct {
 	// AllowDowngrade lets a request with allow_downgrade deploy an
 	// ancestor of the deployed commit. Default false.
 	AllowDowngrade bool `toml:"allow_downgrade"`
+	// AllowRolloutRollback lets a rollout's rollback (a request with
+	// rollout_rollback, sent by the rollout controller after a halt with
+	// --on-failure rollback) deploy an ancestor of the deployed commit.
+	// Default false.
+	AllowRolloutRollback bool `toml:"allow_rollout_rollback"`
 }
 
 // SystemConfig selects and configures the system driver.

@@ -101,6 +101,11 @@ type target struct {
 	deployed, deployedSecrets, quarantined string
 	// A downgrade needs both the host's config and the request to allow it.
 	configAllowsDowngrade, requestAllowsDowngrade bool
+	// rolloutRollback is the rollout a request undoes (its
+	// rollout_rollback); such a downgrade needs only the config's
+	// upgrade.allow_rollout_rollback.
+	rolloutRollback             string
+	configAllowsRolloutRollback bool
 }
 
 // judge decides whether the upgrade goes on to move the checkouts.
@@ -112,6 +117,11 @@ func judge(t target) decision {
 		return rejectf("commit %s failed its boot checks and the host fell back to the golden generation; push a fix (a new commit) to upgrade", short(t.commit))
 	case t.deployed != "" && t.commit == t.deployed && t.secrets == t.deployedSecrets && t.commit == t.head:
 		return decision{verdict: skip, reason: events.ReasonAlreadyCurrent + ": " + short(t.commit) + " is deployed"}
+	case t.older && t.rolloutRollback != "" && t.configAllowsRolloutRollback:
+		return decision{}
+	case t.older && t.rolloutRollback != "" && !(t.configAllowsDowngrade && t.requestAllowsDowngrade):
+		return rejectf("downgrade refused: %s, the rollback of rollout %s, is an ancestor of the deployed %s (set upgrade.allow_rollout_rollback in the worker config)",
+			short(t.commit), t.rolloutRollback, short(t.deployed))
 	case t.older && !(t.configAllowsDowngrade && t.requestAllowsDowngrade):
 		hint := "set upgrade.allow_downgrade in the worker config and request it to allow"
 		if t.configAllowsDowngrade {

@@ -78,6 +78,15 @@ func TestJudge(t *testing.T) {
 		{"a downgrade the config forbids", with(func(t *target) { t.older, t.requestAllowsDowngrade = true, true }), reject, "set upgrade.allow_downgrade"},
 		{"a downgrade not requested", with(func(t *target) { t.older, t.configAllowsDowngrade = true, true }), reject, "request it with --allow-downgrade"},
 		{"a downgrade both allow", with(func(t *target) { t.older, t.configAllowsDowngrade, t.requestAllowsDowngrade = true, true, true }), proceed, ""},
+		{"a rollout's rollback the config allows", with(func(t *target) {
+			t.older, t.rolloutRollback, t.configAllowsRolloutRollback = true, "01JF3Q0ZC1S9V8XK3T2M4N5P6R", true
+		}), proceed, ""},
+		{"a rollout's rollback the config forbids", with(func(t *target) { t.older, t.rolloutRollback = true, "01JF3Q0ZC1S9V8XK3T2M4N5P6R" }), reject, "set upgrade.allow_rollout_rollback"},
+		{"a rollout's rollback: allow_downgrade alone does not do", with(func(t *target) {
+			t.older, t.rolloutRollback, t.configAllowsDowngrade = true, "01JF3Q0ZC1S9V8XK3T2M4N5P6R", true
+		}), reject, "upgrade.allow_rollout_rollback"},
+		{"a plain downgrade: allow_rollout_rollback does not do", with(func(t *target) { t.older, t.configAllowsRolloutRollback = true, true }), reject, "set upgrade.allow_downgrade"},
+		{"a rollout's rollback that is no downgrade", with(func(t *target) { t.rolloutRollback = "01JF3Q0ZC1S9V8XK3T2M4N5P6R" }), proceed, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := judge(tc.t)

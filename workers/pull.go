@@ -72,7 +72,8 @@ func (j *job) resolve(ctx context.Context) (target, error) {
 	st, cfg := j.w.state, j.w.cfg.Upgrade
 	t := target{rev: j.req.Rev, head: j.oldCommit, secrets: j.oldSecrets,
 		deployed: st.Deployed, deployedSecrets: st.DeployedSecrets, quarantined: st.Quarantined,
-		configAllowsDowngrade: cfg.AllowDowngrade, requestAllowsDowngrade: j.req.AllowDowngrade}
+		configAllowsDowngrade: cfg.AllowDowngrade, requestAllowsDowngrade: j.req.AllowDowngrade,
+		rolloutRollback: j.req.RolloutRollback, configAllowsRolloutRollback: cfg.AllowRolloutRollback}
 	var err error
 	t.commit, err = j.repo.resolve(ctx, j.req.Rev)
 	if err == nil && j.secrets != nil {

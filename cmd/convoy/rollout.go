@@ -76,8 +76,8 @@ func (c *rolloutCmd) start(ctx context.Context, args []string) error {
 	bake := fs.Duration("bake", 0, "how long each wave must stay healthy after its last host's upgrade ends")
 	maxFail := fs.Int("max-failures", 0, "hosts that may fail over the whole rollout before it halts")
 	waveTimeout := fs.Duration("wave-timeout", 0, "how long a wave waits for its hosts; those without an end by then count as failed (0: no limit)")
-	onFailure := fs.String("on-failure", "halt", "what a halt does: halt")
-	wait := fs.Bool("wait", false, "wait until the rollout ends; exit 1 if it halts or is aborted")
+	onFailure := fs.String("on-failure", "halt", "what a halt does: halt, or rollback (send the hosts the rollout upgraded back to their previous commit; their worker config must set upgrade.allow_rollout_rollback)")
+	wait := fs.Bool("wait", false, "wait until the rollout ends (and its rollback, if it halts with --on-failure rollback); exit 1 if it halts or is aborted")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -194,6 +194,17 @@ func (c *rolloutCmd) print(r *rollout.Rollout, asJSON bool) error {
 	if r.End != "" {
 		fmt.Fprintf(c.env.stdout, "%s at %s: %s\n", r.End.Outcome(), r.Ended.Local().Format(time.DateTime), r.Reason)
 	}
+	if b := r.Rollback; b != nil {
+		state := "rolling back"
+		if r.RolledBack {
+			state = "rolled back"
+		}
+		var hosts []string
+		for _, h := range b.Hosts {
+			hosts = append(hosts, h.Host+"→"+short(h.Commit))
+		}
+		fmt.Fprintf(c.env.stdout, "%s, upgrade %s: %s\n", state, b.ID, strings.Join(hosts, " "))
+	}
 	return nil
 }
 
@@ -206,7 +217,7 @@ func (c *rolloutCmd) wait(ctx context.Context, conn *bus.Conn, id string, asJSON
 	r := &rollout.Rollout{ID: id}
 	err := conn.Follow(ctx, []string{events.RolloutFacts(id)}, bus.From{}, func(st bus.Stored) error {
 		r.Fold(st)
-		if r.End != "" {
+		if !r.Pending() {
 			return bus.ErrStop
 		}
 		return nil

@@ -65,8 +65,8 @@ func Validate(p events.RolloutPlan) error {
 	if p.BakeMS < 0 || p.WaveTimeoutMS < 0 {
 		errs = append(errs, errors.New("--bake and --wave-timeout: not negative"))
 	}
-	if p.OnFailure != "" && p.OnFailure != "halt" {
-		errs = append(errs, fmt.Errorf("--on-failure %q: only halt is supported", p.OnFailure))
+	if p.OnFailure != "" && p.OnFailure != events.OnFailureHalt && p.OnFailure != events.OnFailureRollback {
+		errs = append(errs, fmt.Errorf("--on-failure %q: want halt or rollback", p.OnFailure))
 	}
 	return errors.Join(errs...)
 }

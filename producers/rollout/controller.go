@@ -12,6 +12,7 @@ import (
 	"github.com/convoy-fleet/convoy/bus/upgradeindex"
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/producers"
+	"github.com/convoy-fleet/convoy/projections"
 )
 
 // Source is the CloudEvents source of the controller's facts.
@@ -57,6 +58,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		if w := r.Current(); w != nil && r.End == "" {
 			start = min(start, w.StartSeq+1)
 		}
+		if b := r.Rollback; b != nil && !r.RolledBack {
+			start = min(start, b.StartSeq+1)
+		}
 	}
 	// Catch up before acting: a bake's end or a failure is only known
 	// once every fact up to now is read.
@@ -72,7 +76,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	retry := map[string]bool{} // rollouts whose wave's requests must be (re)sent
 	for id, r := range byID {
-		if r.End == "" && r.Current() != nil {
+		if r.End == "" && r.Current() != nil || r.Rollback != nil && !r.RolledBack {
 			retry[id] = true
 		}
 	}
@@ -99,7 +103,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}
 		for _, r := range byID {
-			if r.End == "" {
+			if r.Pending() {
 				if c.act(ctx, r) {
 					retry[r.ID] = true
 				}
@@ -130,7 +134,7 @@ func (c *Controller) Run(ctx context.Context) error {
 }
 
 // fold applies st to the rollout it is about, or, for a host fact, to
-// every unfinished rollout.
+// every rollout not yet done (Pending).
 func (c *Controller) fold(byID map[string]*Rollout, st bus.Stored) {
 	if st.Err != nil {
 		return
@@ -149,20 +153,30 @@ func (c *Controller) fold(byID map[string]*Rollout, st bus.Stored) {
 		return
 	}
 	for _, r := range byID {
-		if r.End == "" {
+		if r.Pending() {
 			r.Fold(st)
 		}
 	}
 }
 
 // act appends the facts Decide asks for until it asks for none. It
-// reports whether a wave started whose hosts are still to be requested.
+// reports whether a wave started, or a rollback, whose hosts are still
+// to be requested. To a wave.started it adds each host's commit as the
+// status view shows it (Decide has no I/O).
 func (c *Controller) act(ctx context.Context, r *Rollout) (request bool) {
 	log := c.Log.With(logRollout, r.ID)
 	for range 16 {
 		step := Decide(r, c.Now())
 		if step.Kind == "" {
 			return request
+		}
+		if step.Kind == events.RolloutWaveStarted {
+			prev, err := c.previous(ctx, step.Fact.Hosts)
+			if err != nil {
+				log.Warn("wave not started: the status view not read; retrying", logWave, step.Fact.Wave, logErr, err)
+				return request
+			}
+			step.Fact.Previous = prev
 		}
 		e, err := events.New(step.Kind, r.ID, Source, step.Fact)
 		if err != nil {
@@ -196,7 +210,7 @@ func (c *Controller) act(ctx context.Context, r *Rollout) (request bool) {
 		r.Fold(bus.Stored{Seq: seq, Subject: subj, Event: e})
 		log.Info("rollout "+strings.TrimPrefix(string(step.Kind), "rollout."), logKind, step.Kind, logWave, step.Fact.Wave,
 			logUpgrade, step.UpgradeID, logHosts, step.Fact.Hosts, logReason, step.Fact.Reason)
-		if step.Kind == events.RolloutWaveStarted {
+		if step.Kind == events.RolloutWaveStarted || step.Kind == events.RolloutHalted && len(step.Fact.Rollback) > 0 {
 			request = true
 		}
 	}
@@ -211,11 +225,33 @@ func (c *Controller) reread(ctx context.Context, r *Rollout) error {
 	})
 }
 
+// previous returns, per host, the commit the status view shows for it.
+func (c *Controller) previous(ctx context.Context, hosts []string) (map[string]string, error) {
+	fleet, err := projections.OpenFleet(ctx, c.Conn)
+	if err != nil {
+		return nil, err
+	}
+	sts, err := fleet.Hosts(ctx, hosts)
+	if err != nil {
+		return nil, err
+	}
+	prev := make(map[string]string, len(hosts))
+	for h, s := range sts {
+		if s.Commit != "" {
+			prev[h] = s.Commit
+		}
+	}
+	return prev, nil
+}
+
 // request asks the current wave's hosts to upgrade under the wave's id,
 // leaving out those whose request is stored already: the upgrade index
 // knows it for good, and the stream's deduplication for the minutes the
 // index may lag.
 func (c *Controller) request(ctx context.Context, r *Rollout) error {
+	if b := r.Rollback; b != nil && !r.RolledBack {
+		return c.requestRollback(ctx, r)
+	}
 	w := r.Current()
 	if w == nil || r.End != "" {
 		return nil
@@ -244,4 +280,50 @@ func (c *Controller) request(ctx context.Context, r *Rollout) error {
 	}
 	c.Log.Info("wave requested", logRollout, r.ID, logWave, w.Number, logUpgrade, w.ID, logHosts, hosts)
 	return nil
+}
+
+// requestRollback asks each host of a halted rollout's rollback to
+// upgrade to its previous commit under the rollback's id, marked as the
+// rollout's rollback, leaving out those whose request is stored already
+// (as request does).
+func (c *Controller) requestRollback(ctx context.Context, r *Rollout) error {
+	b := r.Rollback
+	hosts := make([]string, 0, len(b.Hosts))
+	for _, h := range b.Hosts {
+		hosts = append(hosts, h.Host)
+	}
+	if len(hosts) == 0 {
+		return nil
+	}
+	index, err := upgradeindex.Open(ctx, c.Conn)
+	if err != nil {
+		return err
+	}
+	recs, err := index.Records(ctx, b.ID, hosts)
+	if err != nil {
+		return err
+	}
+	byCommit := map[string][]string{}
+	var commits []string
+	for _, h := range b.Hosts {
+		if _, ended := b.Ends[h.Host]; ended || recs[h.Host].FirstSeq != 0 {
+			continue
+		}
+		if _, ok := byCommit[h.Commit]; !ok {
+			commits = append(commits, h.Commit)
+		}
+		byCommit[h.Commit] = append(byCommit[h.Commit], h.Host)
+	}
+	var errs []error
+	for _, commit := range commits {
+		_, _, err := producers.Upgrade(ctx, c.Conn, producers.Request{Hosts: byCommit[commit], Rev: commit, ID: b.ID,
+			RolloutRollback: r.ID, By: "rollout/" + r.ID})
+		if err != nil {
+			c.Log.Warn("rollback not requested yet; retrying", logRollout, r.ID, logErr, err)
+			errs = append(errs, err)
+			continue
+		}
+		c.Log.Info("rollback requested", logRollout, r.ID, logUpgrade, b.ID, logRev, commit, logHosts, byCommit[commit])
+	}
+	return errors.Join(errs...)
 }

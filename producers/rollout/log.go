@@ -7,6 +7,7 @@ const (
 	logWave    = "wave"
 	logUpgrade = "upgrade"
 	logHosts   = "hosts"
+	logRev     = "rev"
 	logReason  = "reason"
 	logErr     = "err"
 )

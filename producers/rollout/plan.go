@@ -134,3 +134,16 @@ func WaveID(id string, wave int) string {
 	_ = u.SetEntropy(sum[:10])
 	return u.String()
 }
+
+// RollbackID is the upgrade id under which a halted rollout id sends its
+// upgraded hosts back: derived like WaveID, so a restarted controller
+// asks each host once.
+func RollbackID(id string) string {
+	sum := sha256.Sum256([]byte("convoy rollout " + id + " rollback"))
+	var u ulid.ULID
+	if r, err := ulid.ParseStrict(id); err == nil {
+		_ = u.SetTime(r.Time())
+	}
+	_ = u.SetEntropy(sum[:10])
+	return u.String()
+}

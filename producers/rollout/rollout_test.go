@@ -93,6 +93,16 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+func TestRollbackID(t *testing.T) {
+	id := events.NewID()
+	if RollbackID(id) != RollbackID(id) || RollbackID(id) == WaveID(id, 1) || RollbackID(id) == RollbackID(events.NewID()) {
+		t.Fatal("RollbackID not deterministic and distinct")
+	}
+	if err := events.ValidateID(RollbackID(id)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestWaveID(t *testing.T) {
 	id := events.NewID()
 	a, b := WaveID(id, 1), WaveID(id, 2)
@@ -121,8 +131,11 @@ func (h *history) add(subject string, e events.Event, at time.Duration) {
 
 func (h *history) rollout(k events.Kind, data any, at time.Duration) {
 	e, _ := events.New(k, h.id, "test", data)
-	if k == events.RolloutWaveStarted {
+	switch k {
+	case events.RolloutWaveStarted:
 		e.UpgradeID = WaveID(h.id, data.(events.RolloutFact).Wave)
+	case events.RolloutHalted, events.RolloutRolledBack:
+		e.UpgradeID = RollbackID(h.id)
 	}
 	subj, _ := events.RolloutSubject(h.id, k)
 	h.add(subj, e, at)
@@ -135,6 +148,145 @@ func (h *history) host(host string, k events.Kind, wave int, at time.Duration) {
 	}
 	subj, _ := events.HostSubject(host, k)
 	h.add(subj, e, at)
+}
+
+// rollbackFact is a host's terminal fact of the rollback of h's rollout.
+func (h *history) rollbackFact(host string, k events.Kind, at time.Duration) {
+	e, _ := events.New(k, host, "test", events.Fact{Reason: "why"})
+	e.UpgradeID = RollbackID(h.id)
+	subj, _ := events.HostSubject(host, k)
+	h.add(subj, e, at)
+}
+
+// TestDecideRollback: the steps of --on-failure rollback, from the halt
+// to rollout.rolled-back.
+func TestDecideRollback(t *testing.T) {
+	plan := events.RolloutPlan{Rev: "new", OnFailure: events.OnFailureRollback, Waves: []events.RolloutWave{
+		{Spec: "tag=canary", Hosts: []string{"a"}}, {Spec: "all", Hosts: []string{"b", "c"}},
+	}}
+	// wave2 runs wave 1 on a (from p1), then wave 2 on b (from p2, or
+	// from an unknown commit) and c, with a's wave 1 host fact left out
+	// when restarted (a controller that read wave 1's end from
+	// wave.succeeded only).
+	wave2 := func(h *history, p events.RolloutPlan, bPrev string, restarted bool) {
+		h.rollout(events.RolloutRequested, p, 0)
+		h.rollout(events.RolloutStarted, nil, 0)
+		h.rollout(events.RolloutWaveStarted, events.RolloutFact{Wave: 1, Hosts: []string{"a"}, Previous: map[string]string{"a": "p1"}}, 0)
+		if !restarted {
+			h.host("a", events.UpgradeSucceeded, 1, time.Second)
+		}
+		h.rollout(events.RolloutWaveSucceeded, events.RolloutFact{Wave: 1, Upgraded: []string{"a"}}, 2*time.Second)
+		prev := map[string]string{"c": "p3"}
+		if bPrev != "" {
+			prev["b"] = bPrev
+		}
+		h.rollout(events.RolloutWaveStarted, events.RolloutFact{Wave: 2, Hosts: []string{"b", "c"}, Previous: prev}, 2*time.Second)
+		h.host("b", events.UpgradeSucceeded, 2, 3*time.Second)
+		h.host("c", events.UpgradeFailed, 2, 4*time.Second)
+	}
+	halted := func(h *history, p events.RolloutPlan) {
+		wave2(h, p, "p2", false)
+		h.rollout(events.RolloutHalted, events.RolloutFact{Wave: 2, Reason: "c failed",
+			Rollback: []events.RolloutHostCommit{{Host: "a", Commit: "p1"}, {Host: "b", Commit: "p2"}}}, 4*time.Second)
+	}
+	back := []events.RolloutHostCommit{{Host: "a", Commit: "p1"}, {Host: "b", Commit: "p2"}}
+	for _, tc := range []struct {
+		name     string
+		plan     func(*events.RolloutPlan)
+		hist     func(*history, events.RolloutPlan)
+		at       time.Duration
+		want     events.Kind
+		rollback []events.RolloutHostCommit // halted's, or rolled-back's went back
+		not      []string                   // hosts that do not go back
+		why      string
+		wake     time.Duration
+	}{
+		{"halt: the upgraded hosts go back", nil, func(h *history, p events.RolloutPlan) { wave2(h, p, "p2", false) },
+			5 * time.Second, events.RolloutHalted, back, nil, "c (wave 2: upgrade.failed why)", 0},
+		{"halt after a restart: wave 1's upgraded from wave.succeeded", nil, func(h *history, p events.RolloutPlan) { wave2(h, p, "p2", true) },
+			5 * time.Second, events.RolloutHalted, back, nil, "", 0},
+		{"halt: a host whose previous commit is unknown stays", nil, func(h *history, p events.RolloutPlan) { wave2(h, p, "", false) },
+			5 * time.Second, events.RolloutHalted, back[:1], []string{"b"}, "", 0},
+		{"halt: a host that ran the rollout's commit already stays", nil, func(h *history, p events.RolloutPlan) { wave2(h, p, "new", false) },
+			5 * time.Second, events.RolloutHalted, back[:1], nil, "", 0},
+		{"halt with on-failure halt: no rollback", func(p *events.RolloutPlan) { p.OnFailure = "" }, func(h *history, p events.RolloutPlan) { wave2(h, p, "p2", false) },
+			5 * time.Second, events.RolloutHalted, nil, nil, "", 0},
+		{"halted: wait for the rollback's ends", nil, func(h *history, p events.RolloutPlan) {
+			halted(h, p)
+			h.rollbackFact("a", events.UpgradeSucceeded, 5*time.Second)
+			h.host("b", events.UpgradeSucceeded, 2, 5*time.Second) // not the rollback's
+		}, time.Hour, "", nil, nil, "", 0},
+		{"rollback ended: rolled-back", nil, func(h *history, p events.RolloutPlan) {
+			halted(h, p)
+			h.rollbackFact("a", events.UpgradeSucceeded, 5*time.Second)
+			h.rollbackFact("b", events.UpgradeRejected, 6*time.Second)
+		}, 6 * time.Second, events.RolloutRolledBack, back[:1], []string{"b"}, "1 host(s) back on their previous commit, 1 not: b (upgrade.rejected why)", 0},
+		{"rollback with a wave timeout: wake at it", func(p *events.RolloutPlan) { p.WaveTimeoutMS = 60_000 }, func(h *history, p events.RolloutPlan) {
+			halted(h, p)
+			h.rollbackFact("a", events.UpgradeSucceeded, 5*time.Second)
+		}, 10 * time.Second, "", nil, nil, "", 64 * time.Second},
+		{"rollback past the wave timeout: the missing host did not go back", func(p *events.RolloutPlan) { p.WaveTimeoutMS = 60_000 }, func(h *history, p events.RolloutPlan) {
+			halted(h, p)
+			h.rollbackFact("a", events.UpgradeSucceeded, 5*time.Second)
+		}, 64 * time.Second, events.RolloutRolledBack, back[:1], []string{"b"}, "no terminal fact within the wave timeout", 0},
+		{"halted with nobody to send back: rolled-back at once", nil, func(h *history, p events.RolloutPlan) {
+			h.rollout(events.RolloutRequested, p, 0)
+			h.rollout(events.RolloutStarted, nil, 0)
+			h.rollout(events.RolloutWaveStarted, events.RolloutFact{Wave: 1, Hosts: []string{"a"}}, 0)
+			h.host("a", events.UpgradeFailed, 1, time.Second)
+			h.rollout(events.RolloutHalted, events.RolloutFact{Wave: 1}, time.Second)
+		}, time.Second, events.RolloutRolledBack, nil, nil, "0 host(s) back", 0},
+		{"rolled back: nothing", nil, func(h *history, p events.RolloutPlan) {
+			halted(h, p)
+			h.rollout(events.RolloutRolledBack, events.RolloutFact{}, 5*time.Second)
+		}, time.Hour, "", nil, nil, "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := plan
+			if tc.plan != nil {
+				tc.plan(&p)
+			}
+			h := &history{id: events.NewID(), t0: time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC)}
+			tc.hist(h, p)
+			r := &Rollout{ID: h.id}
+			for _, st := range h.evs {
+				r.Fold(st)
+			}
+			for _, st := range h.evs {
+				if r.Fold(st) {
+					t.Fatalf("seq %d folded twice", st.Seq)
+				}
+			}
+			step := Decide(r, h.t0.Add(tc.at))
+			if step.Kind != tc.want {
+				t.Fatalf("step = %s (%+v), want %s", step.Kind, step, tc.want)
+			}
+			if !strings.Contains(step.Fact.Reason, tc.why) {
+				t.Fatalf("reason %q, want %q in it", step.Fact.Reason, tc.why)
+			}
+			if tc.wake != 0 && !step.Wake.Equal(h.t0.Add(tc.wake)) {
+				t.Fatalf("wake = %s, want t0+%s", step.Wake, tc.wake)
+			}
+			got := step.Fact.Rollback
+			if step.Kind == events.RolloutRolledBack {
+				got = step.Fact.RolledBack
+			}
+			if !reflect.DeepEqual(got, tc.rollback) {
+				t.Fatalf("rollback %v, want %v", got, tc.rollback)
+			}
+			var not []string
+			for _, f := range step.Fact.NotRolledBack {
+				not = append(not, f.Host)
+			}
+			if !reflect.DeepEqual(not, tc.not) {
+				t.Fatalf("not rolled back %v, want %v", step.Fact.NotRolledBack, tc.not)
+			}
+			rollback := p.Rollback() && (step.Kind == events.RolloutHalted || step.Kind == events.RolloutRolledBack)
+			if rollback != (step.UpgradeID == RollbackID(h.id)) {
+				t.Fatalf("upgrade id %q, want RollbackID %v", step.UpgradeID, rollback)
+			}
+		})
+	}
 }
 
 func TestDecide(t *testing.T) {

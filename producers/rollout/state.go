@@ -33,6 +33,30 @@ type Rollout struct {
 	Reason string                  `json:"reason,omitempty"`
 	Failed []events.RolloutFailure `json:"failed,omitempty"`
 	Ended  time.Time               `json:"ended,omitzero"`
+	// Rollback is what a halt with on_failure rollback sends back, from
+	// rollout.halted; RolledBack is set by rollout.rolled-back.
+	Rollback   *Rollback `json:"rollback,omitempty"`
+	RolledBack bool      `json:"rolled_back,omitempty"`
+}
+
+// Rollback is the rollback after a halt: the hosts asked to go back to
+// their previous commit under the upgrade id ID, and their terminal
+// facts.
+type Rollback struct {
+	ID       string                     `json:"upgrade"`
+	Hosts    []events.RolloutHostCommit `json:"hosts,omitempty"`
+	Started  time.Time                  `json:"started"`
+	StartSeq uint64                     `json:"start_seq"`
+	// Unknown are the upgraded hosts that cannot go back, with why (no
+	// previous commit known), as rollout.halted recorded them.
+	Unknown []events.RolloutFailure `json:"unknown,omitempty"`
+	Ends    map[string]HostEnd      `json:"ends,omitempty"`
+}
+
+// Pending reports whether the controller still has something to do for
+// r: it has not ended, or its rollback has not ended.
+func (r *Rollout) Pending() bool {
+	return r.End == "" || r.Rollback != nil && !r.RolledBack
 }
 
 // Wave is one started wave.
@@ -43,6 +67,12 @@ type Wave struct {
 	Started   time.Time `json:"started"`
 	StartSeq  uint64    `json:"start_seq"`
 	Succeeded bool      `json:"succeeded"`
+	// Previous is, per host, the commit it ran when the wave started
+	// (wave.started).
+	Previous map[string]string `json:"previous,omitempty"`
+	// Upgraded are the hosts whose upgrade ended upgrade.succeeded, as
+	// wave.succeeded recorded them.
+	Upgraded []string `json:"upgraded,omitempty"`
 	// Failed are the wave's hosts that counted as failures, as its
 	// wave.succeeded recorded them: a restarted controller counts them
 	// without reading the wave's host facts again.
@@ -137,10 +167,11 @@ func (r *Rollout) foldOwn(e events.Event) {
 		r.Started = true
 	case events.RolloutWaveStarted:
 		r.Waves = append(r.Waves, Wave{Number: f.Wave, ID: e.UpgradeID, Hosts: f.Hosts, Started: e.Time, StartSeq: r.Seq,
-			Ends: map[string]HostEnd{}, Troubles: map[string]HostEnd{}})
+			Previous: f.Previous, Ends: map[string]HostEnd{}, Troubles: map[string]HostEnd{}})
 	case events.RolloutWaveSucceeded:
 		if w := r.Current(); w != nil && w.Number == f.Wave {
 			w.Succeeded = true
+			w.Upgraded = f.Upgraded
 			for _, x := range f.Failed {
 				if x.Wave == w.Number {
 					w.Failed = append(w.Failed, x)
@@ -153,12 +184,32 @@ func (r *Rollout) foldOwn(e events.Event) {
 		r.Paused, r.Resume = false, nil
 	case events.RolloutHalted, events.RolloutSucceeded, events.RolloutAborted:
 		r.End, r.Reason, r.Failed, r.Ended = e.Kind(), f.Reason, f.Failed, e.Time
+		if e.Kind() == events.RolloutHalted && r.Plan.Rollback() {
+			r.Rollback = &Rollback{ID: e.UpgradeID, Hosts: f.Rollback, Started: e.Time, StartSeq: r.Seq,
+				Unknown: f.NotRolledBack, Ends: map[string]HostEnd{}}
+		}
+	case events.RolloutRolledBack:
+		r.RolledBack = true
 	}
 }
 
 func (r *Rollout) foldHost(st bus.Stored) bool {
-	w := r.Current()
 	e := st.Event
+	if b := r.Rollback; b != nil {
+		if r.RolledBack || st.Seq <= b.StartSeq || e.UpgradeID != b.ID || !e.Kind().IsTerminal() {
+			return false
+		}
+		if !slices.ContainsFunc(b.Hosts, func(h events.RolloutHostCommit) bool { return h.Host == e.Host() }) {
+			return false
+		}
+		if _, ok := b.Ends[e.Host()]; ok {
+			return false
+		}
+		f, _ := e.Fact()
+		b.Ends[e.Host()] = HostEnd{Seq: st.Seq, Kind: e.Kind(), Time: e.Time, Reason: f.Reason}
+		return true
+	}
+	w := r.Current()
 	if w == nil || st.Seq <= w.StartSeq || !slices.Contains(w.Hosts, e.Host()) {
 		return false
 	}
@@ -190,7 +241,8 @@ func (r *Rollout) foldHost(st bus.Stored) bool {
 type Step struct {
 	Kind events.Kind
 	Fact events.RolloutFact
-	// UpgradeID is the wave's upgrade id (wave.started).
+	// UpgradeID is the wave's upgrade id (wave.started), or the
+	// rollback's (halted and rolled-back with on_failure rollback).
 	UpgradeID string
 	// Wake, if not zero, is when Decide will say something else without
 	// a new fact: the end of a bake or a wave's deadline.
@@ -227,7 +279,13 @@ func (r *Rollout) failures(now time.Time) []events.RolloutFailure {
 // Decide returns the next step of r at now. It is pure: the same facts
 // and time give the same step, in any controller.
 func Decide(r *Rollout, now time.Time) Step {
-	if r.End != "" || len(r.Plan.Waves) == 0 {
+	if r.End != "" {
+		if r.Rollback != nil && !r.RolledBack {
+			return rolledBack(r, now)
+		}
+		return Step{}
+	}
+	if len(r.Plan.Waves) == 0 {
 		return Step{}
 	}
 	if r.Abort != nil {
@@ -251,7 +309,11 @@ func Decide(r *Rollout, now time.Time) Step {
 		} else if n := len(r.Waves); n > 0 {
 			f.Wave = r.Waves[n-1].Number
 		}
-		return Step{Kind: events.RolloutHalted, Fact: f}
+		if !r.Plan.Rollback() {
+			return Step{Kind: events.RolloutHalted, Fact: f}
+		}
+		f.Rollback, f.NotRolledBack = r.toRollBack()
+		return Step{Kind: events.RolloutHalted, Fact: f, UpgradeID: RollbackID(r.ID)}
 	}
 	if r.Pause != nil && !r.Paused {
 		return Step{Kind: events.RolloutPaused, Fact: events.RolloutFact{Reason: askReason("paused", r.Pause)}}
@@ -284,7 +346,13 @@ func Decide(r *Rollout, now time.Time) Step {
 		if bakeEnd := done.Add(r.Plan.Bake()); now.Before(bakeEnd) {
 			return Step{Wake: bakeEnd}
 		}
-		return Step{Kind: events.RolloutWaveSucceeded, Fact: events.RolloutFact{Wave: w.Number, Failed: failed}}
+		var upgraded []string
+		for _, h := range w.Hosts {
+			if w.Ends[h].Kind == events.UpgradeSucceeded {
+				upgraded = append(upgraded, h)
+			}
+		}
+		return Step{Kind: events.RolloutWaveSucceeded, Fact: events.RolloutFact{Wave: w.Number, Failed: failed, Upgraded: upgraded}}
 	}
 	if len(r.Waves) == len(r.Plan.Waves) {
 		return Step{Kind: events.RolloutSucceeded, Fact: events.RolloutFact{Failed: failed,
@@ -296,6 +364,67 @@ func Decide(r *Rollout, now time.Time) Step {
 	n := len(r.Waves) + 1
 	return Step{Kind: events.RolloutWaveStarted, UpgradeID: WaveID(r.ID, n),
 		Fact: events.RolloutFact{Wave: n, Hosts: r.Plan.Waves[n-1].Hosts}}
+}
+
+// toRollBack returns the hosts the rollout upgraded (their wave's upgrade
+// ended upgrade.succeeded), wave by wave, with the commit each ran when
+// its wave started, and those whose previous commit is unknown.
+func (r *Rollout) toRollBack() (back []events.RolloutHostCommit, unknown []events.RolloutFailure) {
+	for _, w := range r.Waves {
+		upgraded := w.Upgraded
+		if !w.Succeeded {
+			upgraded = nil
+			for _, h := range w.Hosts {
+				if w.Ends[h].Kind == events.UpgradeSucceeded {
+					upgraded = append(upgraded, h)
+				}
+			}
+		}
+		for _, h := range upgraded {
+			prev := w.Previous[h]
+			switch {
+			case prev == "":
+				unknown = append(unknown, events.RolloutFailure{Host: h, Wave: w.Number, Reason: "its commit before the rollout is unknown"})
+			case prev == r.Plan.Rev:
+				// It ran the rollout's commit already: nothing to undo.
+			default:
+				back = append(back, events.RolloutHostCommit{Host: h, Commit: prev})
+			}
+		}
+	}
+	return back, unknown
+}
+
+// rolledBack decides the end of a halted rollout's rollback: wait for
+// every host's terminal fact (until the wave timeout after the halt, if
+// the plan has one), then say who went back.
+func rolledBack(r *Rollout, now time.Time) Step {
+	b := r.Rollback
+	late := r.Plan.WaveTimeoutMS > 0 && !now.Before(b.Started.Add(r.Plan.WaveTimeout()))
+	f := events.RolloutFact{NotRolledBack: slices.Clone(b.Unknown)}
+	for _, h := range b.Hosts {
+		end, ok := b.Ends[h.Host]
+		switch {
+		case !ok && !late:
+			if r.Plan.WaveTimeoutMS > 0 {
+				return Step{Wake: b.Started.Add(r.Plan.WaveTimeout())}
+			}
+			return Step{}
+		case !ok:
+			f.NotRolledBack = append(f.NotRolledBack, events.RolloutFailure{Host: h.Host,
+				Reason: "no terminal fact within the wave timeout " + r.Plan.WaveTimeout().String()})
+		case end.Kind == events.UpgradeSucceeded,
+			end.Kind == events.UpgradeSkipped && strings.HasPrefix(end.Reason, events.ReasonAlreadyCurrent):
+			f.RolledBack = append(f.RolledBack, h)
+		default:
+			f.NotRolledBack = append(f.NotRolledBack, events.RolloutFailure{Host: h.Host, Reason: strings.TrimSpace(string(end.Kind) + " " + end.Reason)})
+		}
+	}
+	f.Reason = fmt.Sprintf("%d host(s) back on their previous commit, %d not", len(f.RolledBack), len(f.NotRolledBack))
+	if len(f.NotRolledBack) > 0 {
+		f.Reason += ": " + describe(f.NotRolledBack)
+	}
+	return Step{Kind: events.RolloutRolledBack, Fact: f, UpgradeID: b.ID}
 }
 
 func askReason(what string, a *events.RolloutAsk) string {
@@ -312,6 +441,10 @@ func askReason(what string, a *events.RolloutAsk) string {
 func describe(fs []events.RolloutFailure) string {
 	parts := make([]string, 0, len(fs))
 	for _, f := range fs {
+		if f.Wave == 0 {
+			parts = append(parts, fmt.Sprintf("%s (%s)", f.Host, f.Reason))
+			continue
+		}
 		parts = append(parts, fmt.Sprintf("%s (wave %d: %s)", f.Host, f.Wave, f.Reason))
 	}
 	return strings.Join(parts, ", ")

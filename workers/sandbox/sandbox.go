@@ -54,6 +54,8 @@ type Options struct {
 	Extra string
 	// Tags gives hosts their tags (the top-level tags key).
 	Tags map[string][]string
+	// AllowRolloutRollback sets upgrade.allow_rollout_rollback.
+	AllowRolloutRollback bool
 }
 
 // Git runs git in dir and returns its trimmed stdout.
@@ -183,6 +185,9 @@ func (h *Host) config(o Options) string {
 	fmt.Fprintf(&b, "state_dir = %q\n\n[repo]\npath = %q\n%s\n[secrets]\npath = %q\n\n", h.StateDir, h.Repo, o.RepoExtra, h.SecretRepo)
 	fmt.Fprintf(&b, "[upgrade]\npre_update_hooks = %s\nvalidation_checks = %s\non_validation_failure = %q\nhealth_checks = %s\ntimeout = %q\n\n",
 		tomlList(o.PreUpdateHooks), tomlList(o.ValidationChecks), onFail, tomlList(o.HealthChecks), timeout)
+	if o.AllowRolloutRollback {
+		b.WriteString("allow_rollout_rollback = true\n\n")
+	}
 	if o.Nix {
 		b.WriteString(h.nixConfig())
 	} else {
