@@ -86,7 +86,10 @@ func (p *Projector) setCheckpoint(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-var projected = []string{events.AllHostFacts, events.AllRequests}
+// projected is what the projector reads: everything on the stream, so the
+// checkpoint reaches the stream's last sequence (Fleet.Lag); rollout facts
+// are read and passed over.
+var projected = []string{events.AllSubjects}
 
 // Run follows the stream from the checkpoint and applies every event,
 // until ctx is done, a batch at a time. One goroutine reads events while
