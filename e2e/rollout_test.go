@@ -267,3 +267,27 @@ func TestRolloutAbort(t *testing.T) {
 		}
 	}
 }
+
+// A rollout whose window is closed requests no wave and says it waits.
+func TestRolloutWaitsForItsWindow(t *testing.T) {
+	t.Parallel()
+	r := newRolloutRig(t)
+	c := r.commit(configV1, "v1")
+	now := time.Now()
+	closed := now.Add(2*time.Hour).Format("15:04") + "-" + now.Add(3*time.Hour).Format("15:04")
+	wantExit(t, r.convoy("rollout", "start", "--rev", c, "--wave", "all", "--window", "Someday 02:00-05:00"), exitUsage)
+	res := r.convoy("rollout", "start", "--rev", c, "--wave", "tag=canary", "--wave", "all", "--window", closed)
+	wantExit(t, res, exitOK)
+	id := strings.Fields(res.stdout)[0]
+	eventually(t, 30*time.Second, "the rollout waiting for its window", func() bool {
+		return strings.Contains(r.convoy("rollout", "status", id).stdout, "waiting for window "+closed+" to start wave 1")
+	})
+	wantExit(t, r.convoy("rollout", "abort", id), exitOK)
+	wantExit(t, convoy(t, time.Minute, "--nats", r.url, "rollout", "status", id, "--wait"), exitFailed)
+	wantKinds(t, r.rolloutEvents(id), "rollout.requested", "rollout.started", "rollout.abort.requested", "rollout.aborted")
+	for _, h := range []string{"birch", "ash", "cedar", "elm", "oak"} {
+		if n := len(r.history(h, "--type", "upgrade.requested")); n != 0 {
+			t.Fatalf("%s got %d requests outside the window", h, n)
+		}
+	}
+}

@@ -92,7 +92,10 @@ type RolloutPlan struct {
 	WaveTimeoutMS int64 `json:"wave_timeout_ms,omitempty"`
 	// OnFailure is what a halt does: "halt" (nothing more, the default)
 	// or "rollback" (OnFailureRollback).
-	OnFailure   string `json:"on_failure,omitempty"`
+	OnFailure string `json:"on_failure,omitempty"`
+	// Window, when set, is when a wave may start, in the controller's
+	// local time ("Sat 02:00-05:00"; see ParseWindow).
+	Window      string `json:"window,omitempty"`
 	RequestedBy string `json:"requested_by,omitempty"`
 }
 

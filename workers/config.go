@@ -365,7 +365,7 @@ func (v *problems) system(s SystemConfig, buildsFirst bool) {
 }
 
 func (v *problems) reboot(r RebootConfig, driver string) {
-	if _, err := ParseWindow(r.Window); err != nil {
+	if _, err := events.ParseWindow(r.Window); err != nil {
 		v.add("reboot.window: %w", err)
 	}
 	if !r.Allow {

@@ -118,11 +118,11 @@ func pendingAfter(old *pendingReboot, allow bool, id string, out outcome, why st
 // rebootDue reports whether the pending reboot p should start at now:
 // the window is open and the command has not run in this occurrence of
 // it.
-func rebootDue(p *pendingReboot, win Window, now time.Time) bool {
+func rebootDue(p *pendingReboot, win events.Window, now time.Time) bool {
 	if p == nil {
 		return false
 	}
-	opened, ok := win.opened(now)
+	opened, ok := win.Opened(now)
 	return ok && (p.Attempted.IsZero() || p.Attempted.Before(opened))
 }
 

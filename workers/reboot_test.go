@@ -2,6 +2,7 @@ package workers
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -99,18 +100,18 @@ func TestPendingAfter(t *testing.T) {
 
 func TestRebootDue(t *testing.T) {
 	sat := func(hhmm string) time.Time { return localTime(t, 5, hhmm) }
-	win, err := ParseWindow("Sat 02:00-05:00")
+	win, err := events.ParseWindow("Sat 02:00-05:00")
 	if err != nil {
 		t.Fatal(err)
 	}
-	any, _ := ParseWindow("")
+	any, _ := events.ParseWindow("")
 	p := func(attempted time.Time) *pendingReboot {
 		return &pendingReboot{Result: "/nix/store/b", Attempted: attempted}
 	}
 	for _, tc := range []struct {
 		name string
 		p    *pendingReboot
-		win  Window
+		win  events.Window
 		now  time.Time
 		want bool
 	}{
@@ -149,4 +150,15 @@ func TestPendingRebootSurvivesSaveAndLoad(t *testing.T) {
 	if *s.PendingReboot != want {
 		t.Fatalf("loaded %+v, want %+v", *s.PendingReboot, want)
 	}
+}
+
+// localTime returns 2026-12-<day> hh:mm in local time; the 5th is a
+// Saturday.
+func localTime(t *testing.T, day int, hhmm string) time.Time {
+	t.Helper()
+	tm, err := time.ParseInLocation("2006-01-02 15:04", fmt.Sprintf("2026-12-%02d %s", day, hhmm), time.Local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tm
 }

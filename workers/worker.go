@@ -69,7 +69,7 @@ type Worker struct {
 	leases   *bus.Bucket
 
 	now         func() time.Time
-	window      Window // reboot.window
+	window      events.Window // reboot.window
 	rebootCheck time.Duration
 
 	// queueOnly is set when the bus cannot be reached (boot-check): facts
@@ -97,7 +97,7 @@ func New(o Options) (*Worker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	win, err := ParseWindow(c.Reboot.Window)
+	win, err := events.ParseWindow(c.Reboot.Window)
 	if err != nil {
 		return nil, fmt.Errorf("reboot.window: %w", err)
 	}

@@ -77,6 +77,7 @@ func (c *rolloutCmd) start(ctx context.Context, args []string) error {
 	maxFail := fs.Int("max-failures", 0, "hosts that may fail over the whole rollout before it halts")
 	waveTimeout := fs.Duration("wave-timeout", 0, "how long a wave waits for its hosts; those without an end by then count as failed (0: no limit)")
 	onFailure := fs.String("on-failure", "halt", "what a halt does: halt, or rollback (send the hosts the rollout upgraded back to their previous commit; their worker config must set upgrade.allow_rollout_rollback)")
+	window := fs.String("window", "", "start waves only inside this window, in the controller's local time (\"Sat 02:00-05:00\", \"22:00-02:00\")")
 	wait := fs.Bool("wait", false, "wait until the rollout ends (and its rollback, if it halts with --on-failure rollback); exit 1 if it halts or is aborted")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -86,7 +87,7 @@ func (c *rolloutCmd) start(ctx context.Context, args []string) error {
 		return usageErr(fmt.Errorf("unexpected %q: waves are given with --wave", pos[0]))
 	}
 	plan := events.RolloutPlan{Rev: *rev, BakeMS: bake.Milliseconds(), MaxFailures: *maxFail,
-		WaveTimeoutMS: waveTimeout.Milliseconds(), OnFailure: *onFailure, RequestedBy: requester()}
+		WaveTimeoutMS: waveTimeout.Milliseconds(), OnFailure: *onFailure, Window: *window, RequestedBy: requester()}
 	if len(waves) == 0 || *rev == "" {
 		return usageErr(rollout.Validate(plan))
 	}
@@ -181,6 +182,9 @@ func (c *rolloutCmd) print(r *rollout.Rollout, asJSON bool) error {
 		return json.NewEncoder(c.env.stdout).Encode(r)
 	}
 	fmt.Fprintf(c.env.stdout, "rollout %s: %s, rev %s, bake %s, max failures %d\n", r.ID, r.State(), r.Plan.Rev, r.Plan.Bake(), r.Plan.MaxFailures)
+	if r.WaitingForWindow(time.Now()) {
+		fmt.Fprintf(c.env.stdout, "waiting for window %s to start wave %d\n", r.Plan.Window, len(r.Waves)+1)
+	}
 	for i, w := range r.Plan.Waves {
 		state := "waiting"
 		if i < len(r.Waves) {

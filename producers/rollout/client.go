@@ -65,6 +65,9 @@ func Validate(p events.RolloutPlan) error {
 	if p.BakeMS < 0 || p.WaveTimeoutMS < 0 {
 		errs = append(errs, errors.New("--bake and --wave-timeout: not negative"))
 	}
+	if _, err := events.ParseWindow(p.Window); err != nil {
+		errs = append(errs, fmt.Errorf("--window %w", err))
+	}
 	if p.OnFailure != "" && p.OnFailure != events.OnFailureHalt && p.OnFailure != events.OnFailureRollback {
 		errs = append(errs, fmt.Errorf("--on-failure %q: want halt or rollback", p.OnFailure))
 	}

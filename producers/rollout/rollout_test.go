@@ -394,6 +394,13 @@ func TestDecide(t *testing.T) {
 			h.rollout(events.RolloutPaused, events.RolloutFact{}, time.Second)
 			h.rollout(events.RolloutResumeRequested, events.RolloutAsk{}, 2*time.Second)
 		}, time.Hour, events.RolloutResumed, 0, 0, ""},
+		{"window closed: no wave, look again", func(p *events.RolloutPlan) { p.Window = windowAround(2, 3) }, started, 0, "", 0, time.Minute, ""},
+		{"window open: first wave", func(p *events.RolloutPlan) { p.Window = windowAround(-1, 1) }, started, 0, events.RolloutWaveStarted, 1, 0, ""},
+		{"window closed: a running wave goes on", func(p *events.RolloutPlan) { p.Window = windowAround(2, 3); p.BakeMS = 0 }, wave1Done, 10 * time.Second, events.RolloutWaveSucceeded, 1, 0, ""},
+		{"window closed: a halt is not delayed", func(p *events.RolloutPlan) { p.Window = windowAround(2, 3) }, func(h *history) {
+			wave1(h)
+			h.host("a", events.UpgradeFailed, 1, time.Second)
+		}, time.Second, events.RolloutHalted, 1, 0, ""},
 		{"ended: nothing", nil, func(h *history) {
 			started(h)
 			h.rollout(events.RolloutHalted, events.RolloutFact{Reason: "x"}, 0)
@@ -435,4 +442,12 @@ func TestDecide(t *testing.T) {
 			}
 		})
 	}
+}
+
+// windowAround returns a daily window from `from` to `to` hours after the
+// table's t0 (2026-12-01 04:00 UTC), in local time as the controller
+// reads it.
+func windowAround(from, to int) string {
+	t0 := time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC).Local()
+	return t0.Add(time.Duration(from)*time.Hour).Format("15:04") + "-" + t0.Add(time.Duration(to)*time.Hour).Format("15:04")
 }

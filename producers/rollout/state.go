@@ -112,6 +112,19 @@ func (r *Rollout) Current() *Wave {
 	return nil
 }
 
+// windowCheck is how often a rollout waiting for its window looks again.
+const windowCheck = time.Minute
+
+// WaitingForWindow reports whether, at now, the next wave is due but the
+// plan's window is closed.
+func (r *Rollout) WaitingForWindow(now time.Time) bool {
+	if r.End != "" || r.Paused || !r.Started || r.Current() != nil || len(r.Waves) >= len(r.Plan.Waves) || r.Plan.Window == "" {
+		return false
+	}
+	w, err := events.ParseWindow(r.Plan.Window)
+	return err == nil && !w.Contains(now.Local())
+}
+
 // State says in a word where the rollout is.
 func (r *Rollout) State() string {
 	switch {
@@ -360,6 +373,9 @@ func Decide(r *Rollout, now time.Time) Step {
 	}
 	if r.Paused {
 		return Step{}
+	}
+	if r.WaitingForWindow(now) {
+		return Step{Wake: now.Add(windowCheck)}
 	}
 	n := len(r.Waves) + 1
 	return Step{Kind: events.RolloutWaveStarted, UpgradeID: WaveID(r.ID, n),

@@ -1,4 +1,4 @@
-package workers
+package events
 
 import (
 	"fmt"
@@ -7,9 +7,9 @@ import (
 	"time"
 )
 
-// Window is a span of local time, every day or on some weekdays, in
-// which the worker may reboot its host. The zero Window (an empty
-// reboot.window) is always open.
+// Window is a span of local time, every day or on some weekdays: when a
+// worker may reboot its host (reboot.window), or a rollout may start a
+// wave (--window). The zero Window (an empty string) is always open.
 type Window struct {
 	text       string
 	days       [7]bool // by time.Weekday: the day the span starts on
@@ -92,15 +92,15 @@ func (w Window) String() string {
 
 // Contains reports whether t, in its own location, is inside the window.
 func (w Window) Contains(t time.Time) bool {
-	_, ok := w.opened(t)
+	_, ok := w.Opened(t)
 	return ok
 }
 
-// opened returns when the occurrence of the window that contains t
+// Opened returns when the occurrence of the window that contains t
 // opened, and whether t is inside one. The always-open window opens
 // each day at midnight, so that a reboot that failed is tried again the
 // next day.
-func (w Window) opened(t time.Time) (time.Time, bool) {
+func (w Window) Opened(t time.Time) (time.Time, bool) {
 	day := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, t.Location())
 	if w.text == "" {
 		return day, true
