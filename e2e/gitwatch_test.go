@@ -219,3 +219,25 @@ func TestGitWatchRemoteDown(t *testing.T) {
 		t.Fatalf("after the remote came back: %v", kinds(fs))
 	}
 }
+
+// With --wave, a push starts a rollout of the new commit; two watchers
+// start it once.
+func TestGitWatchStartsARollout(t *testing.T) {
+	t.Parallel()
+	r := newRolloutRig(t)
+	r.startGitWatch("git-watch 1", "--every", "1s", "--wave", "tag=canary", "--wave", "all")
+	r.startGitWatch("git-watch 2", "--every", "1s", "--wave", "tag=canary", "--wave", "all")
+	c := r.commit(configV1, "v1")
+	id := producers.CommitID(c)
+	eventually(t, 30*time.Second, "the watchers to start rollout "+id, func() bool { return r.convoy("rollout", "status", id).code == exitOK })
+	st := convoy(t, 2*time.Minute, "--nats", r.url, "rollout", "status", id, "--wait")
+	wantExit(t, st, exitOK)
+	evs := r.rolloutEvents(id)
+	wantKinds(t, evs, "rollout.requested", "rollout.started", "rollout.wave.started", "rollout.wave.succeeded",
+		"rollout.wave.started", "rollout.wave.succeeded", "rollout.succeeded")
+	for _, h := range []string{"birch", "ash", "cedar", "elm", "oak"} {
+		if head, _ := r.head(h); head != c {
+			t.Fatalf("%s is on %s, want %s", h, head, c)
+		}
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/events"
 )
 
 // Log keys of the git watcher.
@@ -57,6 +58,13 @@ type GitWatch struct {
 	// Hosts returns the hosts to upgrade: a fixed list (HostList) or the
 	// fleet view's served hosts. Required.
 	Hosts func(context.Context) ([]string, error)
+	// Start, if set, is what a new tip starts instead of an upgrade of
+	// Hosts (convoy git-watch --wave starts a rollout). It must start
+	// each commit once however often it is called.
+	Start func(ctx context.Context, commit string) error
+	// Window, if set, is when a new tip is acted on (local time); a tip
+	// that moves outside it waits for it.
+	Window events.Window
 	// LsRemote returns the commit at the tip of branch on remote. Nil
 	// means `git ls-remote` (LsRemote); tests pass a func.
 	LsRemote func(ctx context.Context, remote, branch string) (string, error)
@@ -86,7 +94,7 @@ func (g *GitWatch) Validate() error {
 	if g.Every < 0 || (g.Every > 0 && g.Every < time.Second) {
 		errs = append(errs, fmt.Errorf("--every %s: at least 1s", g.Every))
 	}
-	if g.Hosts == nil {
+	if g.Hosts == nil && g.Start == nil {
 		errs = append(errs, errors.New("a git watcher needs its hosts"))
 	}
 	return errors.Join(errs...)
@@ -165,6 +173,11 @@ func (g *GitWatch) Run(ctx context.Context, c *bus.Conn) error {
 			t.Stop()
 		}
 		tip, err := ls(ctx, g.Remote, g.branch())
+		if err == nil && tip != last && !g.Window.Contains(time.Now()) {
+			log.Info("git-watch: a new commit waits for the window", logCommit, tip, "window", g.Window.String())
+			wait = min(every, time.Minute)
+			continue
+		}
 		if err == nil && tip != last {
 			err = g.request(ctx, c, tip, log)
 		}
@@ -181,6 +194,13 @@ func (g *GitWatch) Run(ctx context.Context, c *bus.Conn) error {
 }
 
 func (g *GitWatch) request(ctx context.Context, c *bus.Conn, commit string, log *slog.Logger) error {
+	if g.Start != nil {
+		if err := g.Start(ctx, commit); err != nil {
+			return fmt.Errorf("start for %s: %w", commit, err)
+		}
+		log.Info("git-watch: started", logCommit, commit)
+		return nil
+	}
 	hosts, err := g.Hosts(ctx)
 	if err != nil {
 		return err

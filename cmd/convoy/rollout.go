@@ -12,6 +12,7 @@ import (
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/producers/rollout"
+	"github.com/convoy-fleet/convoy/projections"
 )
 
 type rolloutCmd struct{ env *env }
@@ -96,18 +97,8 @@ func (c *rolloutCmd) start(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	sts, err := fleet.All(ctx)
-	if err != nil {
+	if plan.Waves, err = planWaves(ctx, fleet, waves); err != nil {
 		return err
-	}
-	var hosts []rollout.Host
-	for _, s := range sts {
-		if s.Worker != "" {
-			hosts = append(hosts, rollout.Host{Name: s.Host, Tags: s.Tags})
-		}
-	}
-	if plan.Waves, err = rollout.Plan(waves, hosts); err != nil {
-		return usageErr(err)
 	}
 	if err := rollout.Validate(plan); err != nil {
 		return usageErr(err)
@@ -279,4 +270,24 @@ func rolloutErr(err error) error {
 		return usageErr(err)
 	}
 	return err
+}
+
+// planWaves picks each wave's hosts now, from the hosts whose worker has
+// started; a selection that cannot be made is a usage error.
+func planWaves(ctx context.Context, fleet *projections.Fleet, waves []rollout.Selector) ([]events.RolloutWave, error) {
+	sts, err := fleet.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var hosts []rollout.Host
+	for _, s := range sts {
+		if s.Worker != "" {
+			hosts = append(hosts, rollout.Host{Name: s.Host, Tags: s.Tags})
+		}
+	}
+	planned, err := rollout.Plan(waves, hosts)
+	if err != nil {
+		return nil, usageErr(err)
+	}
+	return planned, nil
 }

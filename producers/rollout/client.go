@@ -20,16 +20,31 @@ var ErrEnded = errors.New("rollout has ended")
 // Start validates plan and appends rollout.requested under a new id,
 // which it returns; the controller does the rest.
 func Start(ctx context.Context, c *bus.Conn, plan events.RolloutPlan) (string, error) {
+	return StartAs(ctx, c, events.NewID(), plan)
+}
+
+// ErrExists is wrapped by StartAs when a rollout with the id exists.
+var ErrExists = errors.New("rollout exists already")
+
+// StartAs is Start under a given id (a ULID), so that two producers
+// starting the same rollout (two git watchers of one commit) start it
+// once: the second gets an error wrapping ErrExists.
+func StartAs(ctx context.Context, c *bus.Conn, id string, plan events.RolloutPlan) (string, error) {
 	if err := Validate(plan); err != nil {
 		return "", err
 	}
-	id := events.NewID()
+	if err := events.ValidateID(id); err != nil {
+		return "", err
+	}
 	e, err := events.New(events.RolloutRequested, id, "convoy/producer/"+plan.RequestedBy, plan)
 	if err != nil {
 		return "", err
 	}
 	subj, _ := events.RolloutSubject(id, events.RolloutRequested)
-	if _, err := c.Append(ctx, subj, e, &bus.Expect{Filter: events.RolloutFacts(id)}); err != nil {
+	var conflict *bus.ConflictError
+	if _, err := c.Append(ctx, subj, e, &bus.Expect{Filter: events.RolloutFacts(id)}); errors.As(err, &conflict) {
+		return id, fmt.Errorf("rollout %s: %w", id, ErrExists)
+	} else if err != nil {
 		return "", fmt.Errorf("request rollout: %w", err)
 	}
 	return id, nil
