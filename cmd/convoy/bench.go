@@ -569,7 +569,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return s[min(max(i, 0), len(s)-1)]
 }
 
-func ms(d time.Duration) float64 { return round(float64(d)/float64(time.Millisecond), 1) }
+func ms(d time.Duration) float64 { return round(float64(d)/float64(time.Millisecond), 3) }
 
 func round(x float64, digits int) float64 {
 	p := math.Pow(10, float64(digits))
