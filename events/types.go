@@ -190,6 +190,10 @@ type Fact struct {
 	Version string `json:"version,omitempty"`
 	// Failures counts consecutive failed boots (boot.failed).
 	Failures int `json:"failures,omitempty"`
+	// RebootPending is set in upgrade.succeeded when the worker will
+	// reboot the host for this upgrade (inside its reboot window); the
+	// boot check after that reboot appends boot.validated or boot.failed.
+	RebootPending bool `json:"reboot_pending,omitempty"`
 	// Tags are the host's groups from its config (worker.started).
 	Tags []string `json:"tags,omitempty"`
 	// RequestSeq is the stream sequence of the request a terminal fact

@@ -92,6 +92,7 @@ func (w *Worker) upgrade(ctx context.Context, r request, req events.UpgradeReque
 	}
 	// Saved with the terminal fact's record; serve reboots after it.
 	w.state.PendingReboot = pendingAfter(w.state.PendingReboot, w.cfg.Reboot.Allow, r.id, out, j.rebootWhy)
+	out.fact.RebootPending = w.state.PendingReboot != nil && w.state.PendingReboot.UpgradeID == r.id
 	log.Info("upgrade ended", logKind, out.kind, logReason, out.fact.Reason)
 	return w.finish(ectx, r, out.kind, out.fact)
 }

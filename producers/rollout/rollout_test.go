@@ -150,6 +150,14 @@ func (h *history) host(host string, k events.Kind, wave int, at time.Duration) {
 	h.add(subj, e, at)
 }
 
+// rebooting is a's upgrade.succeeded of wave 1 that owes a reboot.
+func (h *history) rebooting(host string, wave int, at time.Duration) {
+	e, _ := events.New(events.UpgradeSucceeded, host, "test", events.Fact{RebootPending: true})
+	e.UpgradeID = WaveID(h.id, wave)
+	subj, _ := events.HostSubject(host, events.UpgradeSucceeded)
+	h.add(subj, e, at)
+}
+
 // rollbackFact is a host's terminal fact of the rollback of h's rollout.
 func (h *history) rollbackFact(host string, k events.Kind, at time.Duration) {
 	e, _ := events.New(k, host, "test", events.Fact{Reason: "why"})
@@ -394,6 +402,27 @@ func TestDecide(t *testing.T) {
 			h.rollout(events.RolloutPaused, events.RolloutFact{}, time.Second)
 			h.rollout(events.RolloutResumeRequested, events.RolloutAsk{}, 2*time.Second)
 		}, time.Hour, events.RolloutResumed, 0, 0, ""},
+		{"a host that reboots: wait for its boot check", nil, func(h *history) {
+			wave1(h)
+			h.rebooting("a", 1, 10*time.Second)
+			h.host("a", events.WorkerStopped, 0, 20*time.Second) // the reboot stops the worker
+		}, time.Hour, "", 0, 0, ""},
+		{"rebooted and validated: bake from the boot", nil, func(h *history) {
+			wave1(h)
+			h.rebooting("a", 1, 10*time.Second)
+			h.host("a", events.WorkerStopped, 0, 20*time.Second)
+			h.host("a", events.BootValidated, 0, 40*time.Second)
+		}, 50 * time.Second, "", 0, 100 * time.Second, ""},
+		{"rebooted and validated, baked: wave succeeded", nil, func(h *history) {
+			wave1(h)
+			h.rebooting("a", 1, 10*time.Second)
+			h.host("a", events.BootValidated, 0, 40*time.Second)
+		}, 100 * time.Second, events.RolloutWaveSucceeded, 1, 0, ""},
+		{"the boot after the reboot failed: halt", nil, func(h *history) {
+			wave1(h)
+			h.rebooting("a", 1, 10*time.Second)
+			h.host("a", events.BootFailed, 0, 40*time.Second)
+		}, 41 * time.Second, events.RolloutHalted, 1, 0, "boot.failed"},
 		{"window closed: no wave, look again", func(p *events.RolloutPlan) { p.Window = windowAround(2, 3) }, started, 0, "", 0, time.Minute, ""},
 		{"window open: first wave", func(p *events.RolloutPlan) { p.Window = windowAround(-1, 1) }, started, 0, events.RolloutWaveStarted, 1, 0, ""},
 		{"window closed: a running wave goes on", func(p *events.RolloutPlan) { p.Window = windowAround(2, 3); p.BakeMS = 0 }, wave1Done, 10 * time.Second, events.RolloutWaveSucceeded, 1, 0, ""},

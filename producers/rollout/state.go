@@ -91,6 +91,31 @@ type HostEnd struct {
 	Kind   events.Kind `json:"kind"`
 	Time   time.Time   `json:"time"`
 	Reason string      `json:"reason,omitempty"`
+	// RebootPending: the host reboots for this upgrade, and is done only
+	// once the boot check after the reboot has run (Booted).
+	RebootPending bool      `json:"reboot_pending,omitempty"`
+	Booted        time.Time `json:"booted,omitzero"`
+	BootedSeq     uint64    `json:"booted_seq,omitempty"`
+}
+
+// ended returns when the host is done with the wave's upgrade, and
+// whether it is: at its terminal fact, or, when it reboots for it, at the
+// boot check after the reboot (a failed one is a trouble, which ends it
+// too).
+func (w *Wave) ended(host string) (time.Time, bool) {
+	end, ok := w.Ends[host]
+	switch {
+	case !ok:
+		return time.Time{}, false
+	case !end.RebootPending:
+		return end.Time, true
+	case !end.Booted.IsZero():
+		return end.Booted, true
+	}
+	if t, ok := w.Troubles[host]; ok {
+		return t.Time, true
+	}
+	return time.Time{}, false
 }
 
 // failedEnd reports whether a terminal kind counts as a failure.
@@ -234,11 +259,23 @@ func (r *Rollout) foldHost(st bus.Stored) bool {
 		if _, ok := w.Ends[host]; ok {
 			return false
 		}
-		w.Ends[host] = HostEnd{Seq: st.Seq, Kind: k, Time: e.Time, Reason: f.Reason}
+		w.Ends[host] = HostEnd{Seq: st.Seq, Kind: k, Time: e.Time, Reason: f.Reason, RebootPending: k == events.UpgradeSucceeded && f.RebootPending}
+		return true
+	case k == events.BootValidated:
+		end, ok := w.Ends[host]
+		if !ok || !end.RebootPending || !end.Booted.IsZero() || st.Seq < end.Seq {
+			return false
+		}
+		end.Booted, end.BootedSeq = e.Time, st.Seq
+		w.Ends[host] = end
 		return true
 	case trouble(k):
-		if end, ok := w.Ends[host]; !ok || st.Seq < end.Seq {
+		end, ok := w.Ends[host]
+		if !ok || st.Seq < end.Seq {
 			return false
+		}
+		if k == events.WorkerStopped && end.RebootPending && (end.BootedSeq == 0 || st.Seq < end.BootedSeq) {
+			return false // the reboot it owes stops the worker
 		}
 		if _, ok := w.Troubles[host]; ok {
 			return false
@@ -335,15 +372,15 @@ func Decide(r *Rollout, now time.Time) Step {
 		return Step{Kind: events.RolloutResumed, Fact: events.RolloutFact{Reason: askReason("resumed", r.Resume)}}
 	}
 	if w := r.Current(); w != nil {
-		var done time.Time // when the wave's last host ended
+		var done time.Time // when the wave's last host was done
 		for _, h := range w.Hosts {
-			end, ok := w.Ends[h]
+			end, ok := w.ended(h)
 			if !ok {
 				done = time.Time{}
 				break
 			}
-			if end.Time.After(done) {
-				done = end.Time
+			if end.After(done) {
+				done = end
 			}
 		}
 		if done.IsZero() {
