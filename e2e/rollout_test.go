@@ -282,6 +282,9 @@ func TestRolloutWaitsForItsWindow(t *testing.T) {
 	eventually(t, 30*time.Second, "the rollout waiting for its window", func() bool {
 		return strings.Contains(r.convoy("rollout", "status", id).stdout, "waiting for window "+closed+" to start wave 1")
 	})
+	if st := r.convoy("status"); !strings.Contains(st.stdout, "rollout "+id+": running, wave 0 of 2") {
+		t.Fatalf("convoy status does not show the running rollout: %s", st)
+	}
 	wantExit(t, r.convoy("rollout", "abort", id), exitOK)
 	wantExit(t, convoy(t, time.Minute, "--nats", r.url, "rollout", "status", id, "--wait"), exitFailed)
 	wantKinds(t, r.rolloutEvents(id), "rollout.requested", "rollout.started", "rollout.abort.requested", "rollout.aborted")

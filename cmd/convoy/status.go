@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/events"
+	"github.com/convoy-fleet/convoy/producers/rollout"
 	"github.com/convoy-fleet/convoy/projections"
 )
 
@@ -79,7 +81,25 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 		}
 		row(t, s.Host, s.State, dash(s.Stage), dash(short(s.Commit)), dash(filepath.Base(s.Result)), golden, dash(last), dash(s.Worker), dash(strings.Join(s.Tags, ",")), ago(s.Updated), reboot(s.RebootRequired))
 	}
-	return t.Flush()
+	if err := t.Flush(); err != nil {
+		return err
+	}
+	return c.printRollouts(ctx, conn)
+}
+
+// printRollouts lists the rollouts that have not ended, under the table.
+func (c *statusCmd) printRollouts(ctx context.Context, conn *bus.Conn) error {
+	rs, err := rollout.List(ctx, conn)
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if r.End != "" {
+			continue
+		}
+		fmt.Fprintf(c.env.stdout, "rollout %s: %s, wave %d of %d, rev %s (convoy rollout status %s)\n", r.ID, r.State(), len(r.Waves), len(r.Plan.Waves), short(r.Plan.Rev), r.ID)
+	}
+	return nil
 }
 
 // read returns the named hosts' rows, in the order named, or every row.
