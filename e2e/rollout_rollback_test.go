@@ -10,6 +10,7 @@ import (
 
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/workers/sandbox"
+	"github.com/convoy-fleet/convoy/workers/sandbox/sandboxtest"
 )
 
 // A rollout with --on-failure rollback whose second wave fails halts, and
@@ -113,4 +114,40 @@ func (r *rig) statusOf(host, what string, cond func(hostStatus) bool) {
 		sts, _, _ := r.status(host)
 		return len(sts) == 1 && cond(sts[0])
 	})
+}
+
+// The same on real Nix: the canary the rollout upgraded runs, after the
+// rollback, the very system (store path) it ran before the rollout.
+func TestRolloutRollbackOnNix(t *testing.T) {
+	needNix(t)
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "ash-unhealthy")
+	hosts := []string{"birch", "ash"}
+	r := newRig(t, hosts, sandbox.Options{Nix: true, Tags: map[string][]string{"birch": {"canary"}},
+		AllowRolloutRollback: true,
+		HealthChecks:         []string{`test "$CONVOY_HOST" != ash || ! test -e ` + sh(marker)}})
+	for _, h := range hosts {
+		r.startWorker(h)
+	}
+	c1 := r.commit(nixV1, "v1")
+	r.upgrade(exitOK, "--all", "--wait", "--timeout", "90s")
+	before := sandboxtest.RunningSystem(t, r.fleet.Hosts["birch"])
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c2 := r.commit(nixV2, "v2")
+	res := convoy(t, 3*time.Minute, "--nats", r.url, "rollout", "start", "--rev", c2,
+		"--wave", "tag=canary", "--wave", "all", "--on-failure", "rollback", "--wait")
+	wantExit(t, res, exitFailed)
+	id := strings.Fields(res.stdout)[0]
+	evs := r.rolloutEvents(id)
+	wantKinds(t, evs, "rollout.requested", "rollout.started",
+		"rollout.wave.started", "rollout.wave.succeeded",
+		"rollout.wave.started", "rollout.halted", "rollout.rolled-back")
+	if head, _ := r.head("birch"); head != c1 {
+		t.Fatalf("birch's checkout is on %s, want %s", head, c1)
+	}
+	if now := sandboxtest.RunningSystem(t, r.fleet.Hosts["birch"]); now != before {
+		t.Fatalf("birch runs %s after the rollback, want the system it ran before the rollout, %s", now, before)
+	}
 }
