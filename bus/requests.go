@@ -56,12 +56,15 @@ type Requests struct {
 	queue  []Stored // read by a catch-up, not handed out yet
 	stale  bool     // requests may have been missed: catch up
 	recon  <-chan struct{}
+	// checkAt is when Next next asks for the host's newest request, kept
+	// across calls so that a caller that bounds each call still gets it.
+	checkAt time.Time
 }
 
 // Requests starts reading host's requests with stream sequence above
 // from (0: all).
 func (c *Conn) Requests(ctx context.Context, host string, from uint64) (*Requests, error) {
-	r := &Requests{c: c, host: host, next: from + 1, lastOn: map[string]uint64{}, live: make(chan *nats.Msg, 64)}
+	r := &Requests{c: c, host: host, next: from + 1, lastOn: map[string]uint64{}, live: make(chan *nats.Msg, 64), checkAt: time.Now().Add(RequestCheck)}
 	var err error
 	// Subscribe before looking back, so nothing stored in between is
 	// missed (it may be seen twice; sequences tell).
@@ -103,7 +106,7 @@ func (r *Requests) Close() { _ = r.sub.Unsubscribe() }
 // error from reading the stream leaves the reader as it was: call Next
 // again to retry.
 func (r *Requests) Next(ctx context.Context) (Stored, error) {
-	check := time.NewTimer(RequestCheck)
+	check := time.NewTimer(time.Until(r.checkAt))
 	defer check.Stop()
 	for {
 		if st, ok := r.pop(); ok {
@@ -123,6 +126,7 @@ func (r *Requests) Next(ctx context.Context) (Stored, error) {
 		case <-r.recon:
 			r.recon, r.stale = r.c.reconnects(), true
 		case <-check.C:
+			r.checkAt = time.Now().Add(RequestCheck)
 			check.Reset(RequestCheck)
 			last, err := r.c.Last(ctx, events.HostRequests(r.host))
 			if err == nil && last.Seq >= r.next {

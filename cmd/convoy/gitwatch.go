@@ -62,7 +62,6 @@ func (c *gitWatchCmd) Run(ctx context.Context, args []string) error {
 		if len(hosts) > 0 || *sel.all || *sel.tag != "" {
 			errs = append(errs, errors.New("--wave starts a rollout, whose waves select the hosts: name no hosts, --all or --tag"))
 		}
-		g.Start = func(context.Context, string) error { return errors.New("not connected") } // replaced below
 	} else {
 		errs = append(errs, sel.check(hosts))
 	}

@@ -254,17 +254,9 @@ func TestDecideRollback(t *testing.T) {
 			if tc.plan != nil {
 				tc.plan(&p)
 			}
-			h := &history{id: events.NewID(), t0: time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC)}
+			h := &history{id: events.NewID(), t0: tableT0}
 			tc.hist(h, p)
-			r := &Rollout{ID: h.id}
-			for _, st := range h.evs {
-				r.Fold(st)
-			}
-			for _, st := range h.evs {
-				if r.Fold(st) {
-					t.Fatalf("seq %d folded twice", st.Seq)
-				}
-			}
+			r := h.replayed(t)
 			step := Decide(r, h.t0.Add(tc.at))
 			if step.Kind != tc.want {
 				t.Fatalf("step = %s (%+v), want %s", step.Kind, step, tc.want)
@@ -441,21 +433,12 @@ func TestDecide(t *testing.T) {
 			if tc.plan != nil {
 				tc.plan(&p)
 			}
-			h := &history{id: events.NewID(), t0: time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC)}
+			h := &history{id: events.NewID(), t0: tableT0}
 			saved := plan
 			plan = p // the closures request this rollout's plan
 			tc.hist(h)
 			plan = saved
-			r := &Rollout{ID: h.id}
-			for _, st := range h.evs {
-				r.Fold(st)
-			}
-			// Folding again changes nothing: a replay after a restart.
-			for _, st := range h.evs {
-				if r.Fold(st) {
-					t.Fatalf("seq %d folded twice", st.Seq)
-				}
-			}
+			r := h.replayed(t)
 			step := Decide(r, h.t0.Add(tc.at))
 			if step.Kind != tc.want || step.Fact.Wave != tc.wave {
 				t.Fatalf("step = %s wave %d (%+v), want %s wave %d", step.Kind, step.Fact.Wave, step, tc.want, tc.wave)
@@ -477,6 +460,25 @@ func TestDecide(t *testing.T) {
 // table's t0 (2026-12-01 04:00 UTC), in local time as the controller
 // reads it.
 func windowAround(from, to int) string {
-	t0 := time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC).Local()
+	t0 := tableT0.Local()
 	return t0.Add(time.Duration(from)*time.Hour).Format("15:04") + "-" + t0.Add(time.Duration(to)*time.Hour).Format("15:04")
+}
+
+// tableT0 is when the Decide tables' histories start.
+var tableT0 = time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC)
+
+// replayed folds h into a Rollout, then folds it again to show that a
+// replay after a restart changes nothing.
+func (h *history) replayed(t *testing.T) *Rollout {
+	t.Helper()
+	r := &Rollout{ID: h.id}
+	for _, st := range h.evs {
+		r.Fold(st)
+	}
+	for _, st := range h.evs {
+		if r.Fold(st) {
+			t.Fatalf("seq %d folded twice", st.Seq)
+		}
+	}
+	return r
 }
