@@ -1,0 +1,49 @@
+# The convoy binary. The flake calls this with its git revision as
+# version; `convoy version` and convoy_build_info print it.
+{
+  lib,
+  buildGoModule,
+  version ? "dev",
+}:
+
+buildGoModule {
+  pname = "convoy";
+  inherit version;
+
+  # Everything but docs and Nix files, so that editing them does not
+  # rebuild; files next to the Go code (go:embed assets) stay in.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.difference (lib.fileset.fileFilter (
+      f: !(f.hasExt "md" || f.hasExt "nix" || f.name == "flake.lock")
+    ) ../.) (lib.fileset.maybeMissing ../.ci);
+  };
+
+  # The hash of `go mod vendor`. CI compares it with go.mod and go.sum
+  # (.ci/nix-checks); after a dependency change run
+  #   .ci/nix-checks vendor-hash --update
+  vendorHash = "sha256-9BD4yVB7N3MJWYaxnMm/fICXMOlvYeep8xk10tTHevA=";
+
+  subPackages = [ "cmd/convoy" ];
+  env.CGO_ENABLED = 0;
+  # allowGoReference = false (the default) is what makes buildGoModule
+  # pass -trimpath: no build directory or GOROOT path ends up in the binary.
+  allowGoReference = false;
+  ldflags = [
+    "-s"
+    "-w"
+    "-X main.version=${version}"
+  ];
+
+  # The tests need a bus, real Nix, sudo and a network of processes;
+  # they run in CI (.ci/run), not in the sandbox.
+  doCheck = false;
+
+  meta = {
+    description = "Event-sourced upgrade pipeline for a fleet of NixOS hosts, over NATS JetStream";
+    homepage = "https://github.com/convoy-fleet/convoy";
+    license = lib.licenses.mit;
+    mainProgram = "convoy";
+    platforms = lib.platforms.linux;
+  };
+}
