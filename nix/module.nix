@@ -256,7 +256,7 @@ in
         description = ''
           The user the worker and the boot check run as. With `null` a
           system user `convoy` is created; a name given here must exist.
-          It needs read access to the repo and the credentials and, through
+          It owns the repo checkout (git pulls into it), reads the credentials and, through
           the sudo rules below, elevates only the switch.
         '';
       };
@@ -539,7 +539,7 @@ in
           "error"
         ];
         default = "info";
-        description = "`--log-level`.";
+        description = "The log level (`--log-level`).";
       };
 
       http = {

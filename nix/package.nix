@@ -12,11 +12,20 @@ buildGoModule {
 
   # Everything but docs and Nix files, so that editing them does not
   # rebuild; files next to the Go code (go:embed assets) stay in.
-  src = lib.fileset.toSource {
-    root = ../.;
-    fileset = lib.fileset.difference (lib.fileset.fileFilter (
-      f: !(f.hasExt "md" || f.hasExt "nix" || f.name == "flake.lock")
-    ) ../.) (lib.fileset.maybeMissing ../.ci);
+  src = lib.cleanSourceWith {
+    name = "convoy-source";
+    src = lib.cleanSource ../.;
+    filter =
+      path: type:
+      let
+        base = baseNameOf path;
+      in
+      !(
+        lib.hasSuffix ".md" base
+        || lib.hasSuffix ".nix" base
+        || base == "flake.lock"
+        || (type == "directory" && lib.elem base [ ".ci" "docs" "nix" ])
+      );
   };
 
   # The hash of `go mod vendor`. CI compares it with go.mod and go.sum
