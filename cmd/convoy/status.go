@@ -150,8 +150,8 @@ func (v *statusView) render(ctx context.Context, w io.Writer, sts []projections.
 }
 
 // watch prints the view, then looks every interval whether the
-// projector has moved its checkpoint, and if the rows (or, for the table,
-// the rollouts) changed prints them again: the table redrawn in place on
+// projector has moved its checkpoint, and if what it prints changed
+// (see snapshot) prints it again: the table redrawn in place on
 // a terminal, otherwise each render after the last, a blank line between
 // tables; oneline and JSON print one line per change. It returns nil when
 // ctx ends. A failed read is reported on stderr and tried again.
@@ -212,26 +212,27 @@ func (v *statusView) watch(ctx context.Context, interval time.Duration) error {
 }
 
 // snapshot renders the view into out and returns what identifies it:
-// the rows (each carries the last sequence applied to it) and, for the
-// table, the rollout lines; not the render itself, whose UPDATED column
-// ages on its own.
+// for oneline and JSON the render itself; for the table the rows (each
+// carries the last sequence applied to it) and the rollout lines, not
+// the render, whose UPDATED column ages on its own.
 func (v *statusView) snapshot(ctx context.Context, out *bytes.Buffer) (string, error) {
 	sts, err := v.rows(ctx)
-	if err != nil {
-		return "", err
-	}
-	key, err := json.Marshal(sts)
 	if err != nil {
 		return "", err
 	}
 	if err := v.render(ctx, out, sts, true); err != nil {
 		return "", err
 	}
-	if v.format == formatTable {
-		// The rollout lines follow the table.
-		if i := bytes.Index(out.Bytes(), []byte("\nrollout ")); i >= 0 {
-			key = append(key, out.Bytes()[i:]...)
-		}
+	if v.format != formatTable {
+		return out.String(), nil
+	}
+	key, err := json.Marshal(sts)
+	if err != nil {
+		return "", err
+	}
+	// The rollout lines follow the table.
+	if i := bytes.Index(out.Bytes(), []byte("\nrollout ")); i >= 0 {
+		key = append(key, out.Bytes()[i:]...)
 	}
 	return string(key), nil
 }
