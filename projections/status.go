@@ -43,7 +43,9 @@ type Status struct {
 	LastReason  string    `json:"last_reason,omitempty"`
 	LastFailed  string    `json:"last_failed_stage,omitempty"`
 	LastEnded   time.Time `json:"last_ended,omitzero"`
-	Requested   string    `json:"requested,omitempty"` // newest queued request
+	// LastSucceeded is the time of the newest upgrade.succeeded.
+	LastSucceeded time.Time `json:"last_succeeded,omitzero"`
+	Requested     string    `json:"requested,omitempty"` // newest queued request
 	// Worker is "online" after worker.started and "offline" after
 	// worker.stopped; WorkerSeen is the time of its latest fact.
 	Worker string `json:"worker,omitempty"`
@@ -160,6 +162,9 @@ func Apply(s *Status, st bus.Stored) bool {
 			s.State = StateIdle
 		default:
 			s.State, s.LastFailed = StateFailed, f.Stage
+		}
+		if k == events.UpgradeSucceeded {
+			s.LastSucceeded = e.Time
 		}
 		if k == events.UpgradeSucceeded && f.Commit != "" {
 			s.Commit = f.Commit
