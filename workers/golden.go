@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -118,11 +117,10 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 	}
 	defer lock.Close()
 	w.catchUpForBoot(ctx)
-	lf, err := os.OpenFile(filepath.Join(w.logDir, "boot-check.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	lf, err := openCappedLog(filepath.Join(w.logDir, "boot-check.log"), int64(w.cfg.Logs.MaxSize))
 	if err != nil {
 		return br, fmt.Errorf("boot-check log: %w", err)
 	}
-	ownLikeParent(lf.Name())
 	defer lf.Close()
 	b := &bootCheck{w: w, d: d, run: w.exec(time.Minute, "", lf)}
 	err = b.check(ctx)

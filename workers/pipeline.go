@@ -85,6 +85,12 @@ func (w *Worker) upgrade(ctx context.Context, r request, req events.UpgradeReque
 	if err != nil {
 		return err
 	}
+	// The log is complete: put its tail in place and apply logs.keep
+	// and logs.max_age before the terminal fact says where it is.
+	if err := lf.Close(); err != nil {
+		log.Warn("upgrade log", logErr, err)
+	}
+	w.pruneLogs()
 	ectx, cancel := j.cleanupCtx(ctx)
 	defer cancel()
 	if out.kind == events.UpgradeSucceeded {

@@ -184,6 +184,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.log.Info("worker started", "commit", short(head), "result", current)
+	w.pruneLogs()
 	err = w.serve(ctx)
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -252,14 +253,27 @@ func (w *Worker) saveInFlight(change func(*inFlight)) error {
 	return w.saveState()
 }
 
-// openLog opens the log file of upgrade id for appending.
-func (w *Worker) openLog(id string) (*os.File, string, error) {
+// openLog opens the log file of upgrade id for appending, capped at
+// logs.max_size.
+func (w *Worker) openLog(id string) (*cappedLog, string, error) {
 	path := filepath.Join(w.logDir, id+".log")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := openCappedLog(path, int64(w.cfg.Logs.MaxSize))
 	if err != nil {
 		return nil, "", fmt.Errorf("upgrade log: %w", err)
 	}
 	return f, path, nil
+}
+
+// pruneLogs applies logs.keep and logs.max_age to the upgrade logs. A
+// log it cannot remove is logged and left.
+func (w *Worker) pruneLogs() {
+	removed, err := pruneLogs(w.logDir, w.cfg.Logs.Keep, w.cfg.Logs.MaxAge.Duration, w.now())
+	if len(removed) > 0 {
+		w.log.Info("old upgrade logs removed (logs.keep, logs.max_age)", "removed", len(removed), "oldest", removed[0])
+	}
+	if err != nil {
+		w.log.Warn("removing old upgrade logs", logErr, err)
+	}
 }
 
 // quietExec runs short probes (git rev-parse, current) without a log file.
