@@ -121,7 +121,7 @@ func (j *job) pipeline(ctx context.Context) (outcome, error) {
 			return *out, nil
 		}
 	}
-	return outcome{events.UpgradeSucceeded, events.Fact{Commit: j.newCommit, Result: j.result, PreviousResult: j.previous, Generation: j.generation, RebootRequired: j.reboot}}, nil
+	return outcome{events.UpgradeSucceeded, events.Fact{Commit: j.newCommit, SecretsNewCommit: j.newSecrets, Result: j.result, PreviousResult: j.previous, Generation: j.generation, RebootRequired: j.reboot}}, nil
 }
 
 // hooks runs the pre-update hooks, before anything is fetched.

@@ -76,6 +76,10 @@ type Worker struct {
 	// go to the outbox alone, for the worker to publish when it starts.
 	queueOnly bool
 	state     *localState
+	// damaged is set when state.json was damaged and stateMissing when
+	// there was none, until the state is rebuilt from the host's facts.
+	damaged      *DamagedStateError
+	stateMissing bool
 	lastSeq   uint64 // last sequence of this host's facts this worker knows
 }
 
@@ -156,6 +160,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer lock.Close()
+	if w.damaged != nil {
+		// Rebuilt from the bus below; without the bus, refused.
+		if err := w.probeBus(ctx); err != nil {
+			return refuseDamaged(w.damaged, err)
+		}
+	}
 	if err := w.waitProvisioned(ctx); err != nil {
 		return err
 	}
@@ -172,6 +182,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	if err := w.flushOutbox(ctx); err != nil {
+		return err
+	}
+	if err := w.rebuildIfNeeded(ctx); err != nil {
 		return err
 	}
 	if err := w.recover(ctx); err != nil {
@@ -238,11 +251,32 @@ func (w *Worker) open() (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if w.state, err = loadState(w.statePth); err != nil {
+	st, missing, err := loadState(w.statePth)
+	var damaged *DamagedStateError
+	switch {
+	case errors.As(err, &damaged):
+		// Rebuilt from the host's facts once the bus answers (see
+		// rebuildState), or refused.
+		st = &localState{}
+	case err != nil:
 		lock.Close()
 		return nil, err
 	}
+	w.state, w.stateMissing, w.damaged = st, missing, damaged
 	return lock, nil
+}
+
+// rebuildIfNeeded rebuilds a missing or damaged state from the host's
+// facts (rebuildState).
+func (w *Worker) rebuildIfNeeded(ctx context.Context) error {
+	if w.damaged == nil && !w.stateMissing {
+		return nil
+	}
+	if err := w.rebuildState(ctx, w.damaged); err != nil {
+		return err
+	}
+	w.damaged, w.stateMissing = nil, false
+	return nil
 }
 
 func (w *Worker) saveState() error { return saveState(w.statePth, w.state) }
