@@ -68,7 +68,7 @@ func (w *Worker) rebuildState(ctx context.Context, damaged *DamagedStateError) e
 	s := stateFromFacts(last, w.needsReboot)
 	log := w.log
 	if damaged != nil {
-		aside := fmt.Sprintf("%s.damaged-%s", w.statePth, w.now().UTC().Format("20060102T150405Z"))
+		aside := fmt.Sprintf("%s.damaged-%s", w.statePth, w.now().UTC().Format("20060102T150405.000000000Z"))
 		if err := os.Rename(w.statePth, aside); err != nil {
 			return fmt.Errorf("keep the damaged state aside: %w", err)
 		}
@@ -151,7 +151,7 @@ func stateFromFacts(last map[events.Kind]bus.Stored, needsReboot func(string) (b
 		kinds = []events.Kind{events.GoldenPinned, events.BootValidated} // newest last
 	}
 	for _, k := range kinds {
-		if f, _, ok := fact(k); ok {
+		if f, _, ok := fact(k); ok && f.Result != "" {
 			s.markValidated(f.Result)
 		}
 	}

@@ -80,7 +80,7 @@ type Worker struct {
 	// there was none, until the state is rebuilt from the host's facts.
 	damaged      *DamagedStateError
 	stateMissing bool
-	lastSeq   uint64 // last sequence of this host's facts this worker knows
+	lastSeq      uint64 // last sequence of this host's facts this worker knows
 }
 
 // New checks the host's checkouts and returns a worker. It does not touch
