@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,7 +36,27 @@ type Config struct {
 	System   SystemConfig  `toml:"system"`
 	Golden   GoldenConfig  `toml:"golden"`
 	Reboot   RebootConfig  `toml:"reboot"`
+	Logs     LogsConfig    `toml:"logs"`
 }
+
+// LogsConfig bounds the upgrade logs kept under state_dir/logs.
+type LogsConfig struct {
+	// Keep is how many upgrade logs are kept, the newest; default 50.
+	Keep int `toml:"keep"`
+	// MaxAge, if set, also removes upgrade logs last written longer ago.
+	MaxAge Duration `toml:"max_age"`
+	// MaxSize caps one log: past it, the log keeps its head and its
+	// tail with a line saying how many bytes were dropped between them;
+	// default 10MB.
+	MaxSize Size `toml:"max_size"`
+}
+
+// Log defaults.
+const (
+	DefaultLogsKeep    = 50
+	DefaultLogsMaxSize = 10_000_000
+	minLogsMaxSize     = 4096
+)
 
 // RepoConfig is a git repository the worker tracks.
 type RepoConfig struct {
@@ -145,6 +167,42 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText formats the duration.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
+// Size is a number of bytes written as "10MB" in TOML: a whole number
+// with a unit B, kB/KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers
+// of 1024).
+type Size int64
+
+var sizeUnits = []struct {
+	suffix string
+	n      int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1},
+}
+
+// UnmarshalText parses a size such as 10MB.
+func (s *Size) UnmarshalText(b []byte) error {
+	str := strings.TrimSpace(string(b))
+	for _, u := range sizeUnits {
+		num, ok := strings.CutSuffix(str, u.suffix)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+		if err != nil || n < 0 || n > math.MaxInt64/u.n {
+			break
+		}
+		*s = Size(n * u.n)
+		return nil
+	}
+	return fmt.Errorf("size %q: want a whole number with a unit, such as 10MB or 512KiB", b)
+}
+
+// MarshalText formats the size in bytes.
+func (s Size) MarshalText() ([]byte, error) {
+	return []byte(strconv.FormatInt(int64(s), 10) + "B"), nil
+}
+
 // LoadConfig reads, defaults and validates a worker config. Unknown keys
 // are errors that name the key and its line.
 func LoadConfig(path string) (*Config, error) {
@@ -243,6 +301,12 @@ func (c *Config) setDefaults() {
 	if c.Golden.MaxBootFailures == 0 {
 		c.Golden.MaxBootFailures = 2
 	}
+	if c.Logs.Keep == 0 {
+		c.Logs.Keep = DefaultLogsKeep
+	}
+	if c.Logs.MaxSize == 0 {
+		c.Logs.MaxSize = DefaultLogsMaxSize
+	}
 }
 
 // Validate reports every problem in c at once. It does not need the
@@ -277,6 +341,7 @@ func (c *Config) Validate() error {
 	if c.Golden.MaxBootFailures < 1 {
 		v.add("golden.max_boot_failures %d: must be at least 1", c.Golden.MaxBootFailures)
 	}
+	v.logs(c.Logs)
 	return errors.Join(v.errs...)
 }
 
@@ -376,6 +441,18 @@ func (v *problems) reboot(r RebootConfig, driver string) {
 	}
 	if len(r.Command) == 0 || r.Command[0] == "" {
 		v.add("reboot.command: empty (argv that reboots the host; default systemctl reboot through system.elevation)")
+	}
+}
+
+func (v *problems) logs(l LogsConfig) {
+	if l.Keep < 0 {
+		v.add("logs.keep %d: must be at least 1 (0 means the default, %d)", l.Keep, DefaultLogsKeep)
+	}
+	if l.MaxAge.Duration < 0 {
+		v.add("logs.max_age %s: must be positive (or left out: no age limit)", l.MaxAge)
+	}
+	if l.MaxSize != 0 && l.MaxSize < minLogsMaxSize {
+		v.add("logs.max_size %d bytes: must be at least %d (a log keeps its head, a marker line and its tail)", l.MaxSize, minLogsMaxSize)
 	}
 }
 

@@ -106,9 +106,13 @@ func (w *Worker) adoptOwn(ctx context.Context, seq uint64) bool {
 }
 
 func (w *Worker) flushOutbox(ctx context.Context) error {
-	subjects, evs, err := w.out.pending()
+	subjects, evs, damaged, err := w.out.pending(w.cfg.Host)
 	if err != nil {
 		return err
+	}
+	for _, d := range damaged {
+		w.log.Error("damaged outbox entry kept aside, not published: that fact may be missing from the bus (docs/runbooks.md)",
+			"file", d.Name, "kept_at", d.KeptAt, logErr, d.Err)
 	}
 	for i, e := range evs {
 		if err := w.publish(ctx, subjects[i], e); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -117,12 +116,24 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 		return br, err
 	}
 	defer lock.Close()
-	w.catchUpForBoot(ctx)
-	lf, err := os.OpenFile(filepath.Join(w.logDir, "boot-check.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if busErr := w.catchUpForBoot(ctx); busErr != nil && w.damaged != nil {
+		return br, refuseDamaged(w.damaged, busErr)
+	}
+	if !w.queueOnly {
+		rctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		err := w.rebuildIfNeeded(rctx)
+		cancel()
+		switch {
+		case err != nil && w.damaged != nil:
+			return br, refuseDamaged(w.damaged, err)
+		case err != nil:
+			w.log.Warn("state.json is missing and rebuilding it from the bus failed; boot-check starts with an empty state", logErr, err)
+		}
+	}
+	lf, err := openCappedLog(filepath.Join(w.logDir, "boot-check.log"), int64(w.cfg.Logs.MaxSize))
 	if err != nil {
 		return br, fmt.Errorf("boot-check log: %w", err)
 	}
-	ownLikeParent(lf.Name())
 	defer lf.Close()
 	b := &bootCheck{w: w, d: d, run: w.exec(time.Minute, "", lf)}
 	err = b.check(ctx)
@@ -131,11 +142,12 @@ func BootCheck(ctx context.Context, o Options) (BootResult, error) {
 }
 
 // catchUpForBoot publishes what the outbox holds, or, when the bus does
-// not answer within 10s, switches the worker to queueing its facts.
-func (w *Worker) catchUpForBoot(ctx context.Context) {
+// not answer within 10s, switches the worker to queueing its facts and
+// returns why.
+func (w *Worker) catchUpForBoot(ctx context.Context) error {
 	if w.conn == nil {
 		w.queueOnly = true
-		return
+		return errors.New("no bus connection")
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -147,6 +159,7 @@ func (w *Worker) catchUpForBoot(ctx context.Context) {
 		w.log.Warn("bus unreachable at boot; events wait in the outbox", logErr, err)
 		w.queueOnly = true
 	}
+	return err
 }
 
 // bootCheck is one run of BootCheck.
@@ -240,7 +253,9 @@ func (b *bootCheck) failed(ctx context.Context, cur string, res CmdResult) error
 	if err := w.saveState(); err != nil {
 		return err
 	}
-	if err := bootEmit(ctx, w, events.GoldenRestored, events.Fact{Result: golden, Generation: ggen, PreviousResult: cur,
+	// Commit names the quarantined commit, so a state rebuilt from the
+	// facts keeps refusing it.
+	if err := bootEmit(ctx, w, events.GoldenRestored, events.Fact{Commit: st.Quarantined, Result: golden, Generation: ggen, PreviousResult: cur,
 		Reason: fmt.Sprintf("%d failed boot checks of %s", n, cur)}); err != nil {
 		return err
 	}

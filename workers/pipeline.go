@@ -85,6 +85,12 @@ func (w *Worker) upgrade(ctx context.Context, r request, req events.UpgradeReque
 	if err != nil {
 		return err
 	}
+	// The log is complete: put its tail in place and apply logs.keep
+	// and logs.max_age before the terminal fact says where it is.
+	if err := lf.Close(); err != nil {
+		log.Warn("upgrade log", logErr, err)
+	}
+	w.pruneLogs()
 	ectx, cancel := j.cleanupCtx(ctx)
 	defer cancel()
 	if out.kind == events.UpgradeSucceeded {
@@ -115,7 +121,7 @@ func (j *job) pipeline(ctx context.Context) (outcome, error) {
 			return *out, nil
 		}
 	}
-	return outcome{events.UpgradeSucceeded, events.Fact{Commit: j.newCommit, Result: j.result, PreviousResult: j.previous, Generation: j.generation, RebootRequired: j.reboot}}, nil
+	return outcome{events.UpgradeSucceeded, events.Fact{Commit: j.newCommit, SecretsNewCommit: j.newSecrets, Result: j.result, PreviousResult: j.previous, Generation: j.generation, RebootRequired: j.reboot}}, nil
 }
 
 // hooks runs the pre-update hooks, before anything is fetched.

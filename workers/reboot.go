@@ -160,7 +160,7 @@ func (w *Worker) rebootIfDue(ctx context.Context) error {
 	if err := w.saveState(); err != nil {
 		return err
 	}
-	lf, err := os.OpenFile(filepath.Join(w.logDir, "reboot.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	lf, err := openCappedLog(filepath.Join(w.logDir, "reboot.log"), int64(w.cfg.Logs.MaxSize))
 	if err != nil {
 		return fmt.Errorf("reboot log: %w", err)
 	}

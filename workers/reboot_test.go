@@ -139,7 +139,7 @@ func TestPendingRebootSurvivesSaveAndLoad(t *testing.T) {
 	if err := saveState(path, &localState{PendingReboot: &want}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := loadState(path)
+	s, _, err := loadState(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,6 +86,7 @@ func (w *Worker) handle(ctx context.Context, st bus.Stored) error {
 			// Saved with the next change of state: a restart before
 			// that reads the request again and finds it ended.
 			w.state.Position = max(w.state.Position, st.Seq)
+			w.pruneLogs()
 			return nil
 		case errors.Is(err, ErrSecondWorker) || ctx.Err() != nil:
 			// Stopping: the next run recognises the request as ended

@@ -1,13 +1,17 @@
 package workers
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
+
+	"github.com/convoy-fleet/convoy/events"
 )
 
 // localState is what the worker keeps on the host's disk, under state_dir.
@@ -135,19 +139,81 @@ func writeFileAtomic(path string, b []byte) error {
 	return nil
 }
 
-func loadState(path string) (*localState, error) {
-	var s localState
+// DamagedStateError is returned by loadState when state.json cannot be
+// read as a state (truncated, garbled, of the wrong shape). The worker
+// rebuilds the state from the host's facts on the bus; it returns the
+// error only when the bus is unreachable too.
+type DamagedStateError struct {
+	Path string
+	Err  error
+}
+
+func (e *DamagedStateError) Error() string {
+	return fmt.Sprintf("state %s is corrupt (%v); move it aside to start afresh", e.Path, e.Err)
+}
+
+func (e *DamagedStateError) Unwrap() error { return e.Err }
+
+// loadState reads the state at path. A missing file is an empty state
+// and missing true; a damaged one a *DamagedStateError.
+func loadState(path string) (s *localState, missing bool, err error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return &s, nil
+		return &localState{}, true, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("state %s: %w", path, err)
+		return nil, false, fmt.Errorf("state %s: %w", path, err)
 	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("state %s is corrupt (%w); move it aside to start afresh", path, err)
+	s = &localState{}
+	if err := decodeState(b, s); err != nil {
+		return nil, false, &DamagedStateError{Path: path, Err: err}
 	}
-	return &s, nil
+	return s, false, nil
+}
+
+// decodeState parses b into s and checks its shape: a JSON object whose
+// commits, ids and counts look like what the worker writes.
+func decodeState(b []byte, s *localState) error {
+	if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
+		return errors.New("not a JSON object")
+	}
+	if err := json.Unmarshal(b, s); err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range []struct{ name, v string }{{"deployed", s.Deployed}, {"deployed_secrets", s.DeployedSecrets}, {"quarantined", s.Quarantined}} {
+		if c.v != "" && !isCommit(c.v) {
+			errs = append(errs, fmt.Errorf("%s %q is not a commit", c.name, c.v))
+		}
+	}
+	for _, id := range s.Recent {
+		if err := events.ValidateID(id); err != nil {
+			errs = append(errs, fmt.Errorf("recent: %w", err))
+			break
+		}
+	}
+	if s.InFlight != nil {
+		if err := events.ValidateID(s.InFlight.UpgradeID); err != nil {
+			errs = append(errs, fmt.Errorf("in_flight: %w", err))
+		}
+	}
+	if s.BootFailures < 0 {
+		errs = append(errs, fmt.Errorf("boot_failures %d is negative", s.BootFailures))
+	}
+	return errors.Join(errs...)
+}
+
+// isCommit reports whether c is a full git object name (SHA-1 or SHA-256).
+func isCommit(c string) bool {
+	if len(c) != 40 && len(c) != 64 {
+		return false
+	}
+	for _, r := range c {
+		if !strings.ContainsRune("0123456789abcdef", r) {
+			return false
+		}
+	}
+	return true
 }
 
 func saveState(path string, s *localState) error {

@@ -76,7 +76,11 @@ type Worker struct {
 	// go to the outbox alone, for the worker to publish when it starts.
 	queueOnly bool
 	state     *localState
-	lastSeq   uint64 // last sequence of this host's facts this worker knows
+	// damaged is set when state.json was damaged and stateMissing when
+	// there was none, until the state is rebuilt from the host's facts.
+	damaged      *DamagedStateError
+	stateMissing bool
+	lastSeq      uint64 // last sequence of this host's facts this worker knows
 }
 
 // New checks the host's checkouts and returns a worker. It does not touch
@@ -156,6 +160,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer lock.Close()
+	if w.damaged != nil {
+		// Rebuilt from the bus below; without the bus, refused.
+		if err := w.probeBus(ctx); err != nil {
+			return refuseDamaged(w.damaged, err)
+		}
+	}
 	if err := w.waitProvisioned(ctx); err != nil {
 		return err
 	}
@@ -174,6 +184,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.flushOutbox(ctx); err != nil {
 		return err
 	}
+	if err := w.rebuildIfNeeded(ctx); err != nil {
+		return err
+	}
 	if err := w.recover(ctx); err != nil {
 		return err
 	}
@@ -184,6 +197,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.log.Info("worker started", "commit", short(head), "result", current)
+	w.pruneLogs()
 	err = w.serve(ctx)
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -237,11 +251,32 @@ func (w *Worker) open() (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if w.state, err = loadState(w.statePth); err != nil {
+	st, missing, err := loadState(w.statePth)
+	var damaged *DamagedStateError
+	switch {
+	case errors.As(err, &damaged):
+		// Rebuilt from the host's facts once the bus answers (see
+		// rebuildState), or refused.
+		st = &localState{}
+	case err != nil:
 		lock.Close()
 		return nil, err
 	}
+	w.state, w.stateMissing, w.damaged = st, missing, damaged
 	return lock, nil
+}
+
+// rebuildIfNeeded rebuilds a missing or damaged state from the host's
+// facts (rebuildState).
+func (w *Worker) rebuildIfNeeded(ctx context.Context) error {
+	if w.damaged == nil && !w.stateMissing {
+		return nil
+	}
+	if err := w.rebuildState(ctx, w.damaged); err != nil {
+		return err
+	}
+	w.damaged, w.stateMissing = nil, false
+	return nil
 }
 
 func (w *Worker) saveState() error { return saveState(w.statePth, w.state) }
@@ -252,14 +287,27 @@ func (w *Worker) saveInFlight(change func(*inFlight)) error {
 	return w.saveState()
 }
 
-// openLog opens the log file of upgrade id for appending.
-func (w *Worker) openLog(id string) (*os.File, string, error) {
+// openLog opens the log file of upgrade id for appending, capped at
+// logs.max_size.
+func (w *Worker) openLog(id string) (*cappedLog, string, error) {
 	path := filepath.Join(w.logDir, id+".log")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := openCappedLog(path, int64(w.cfg.Logs.MaxSize))
 	if err != nil {
 		return nil, "", fmt.Errorf("upgrade log: %w", err)
 	}
 	return f, path, nil
+}
+
+// pruneLogs applies logs.keep and logs.max_age to the upgrade logs. A
+// log it cannot remove is logged and left.
+func (w *Worker) pruneLogs() {
+	removed, err := pruneLogs(w.logDir, w.cfg.Logs.Keep, w.cfg.Logs.MaxAge.Duration, w.now())
+	if len(removed) > 0 {
+		w.log.Info("old upgrade logs removed (logs.keep, logs.max_age)", "removed", len(removed), "oldest", removed[0])
+	}
+	if err != nil {
+		w.log.Warn("removing old upgrade logs", logErr, err)
+	}
 }
 
 // quietExec runs short probes (git rev-parse, current) without a log file.
