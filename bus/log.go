@@ -81,6 +81,9 @@ func (c *Conn) AppendID(ctx context.Context, subject string, e events.Event, msg
 		}
 		return 0, &ConflictError{Filter: expect.Filter, Want: expect.Seq, Actual: last.Seq}
 	}
+	if full := storageFull(err); full != nil {
+		err = full
+	}
 	return 0, fmt.Errorf("append %s: %w", subject, err)
 }
 
