@@ -135,6 +135,7 @@ func Permissions(u User, hosts []string) *server.Permissions {
 		api + "DIRECT.GET.>", api + "STREAM.MSG.GET.>",
 		api + "CONSUMER.CREATE.>", api + "CONSUMER.INFO.>", api + "CONSUMER.DELETE.>", api + "CONSUMER.MSG.NEXT.>",
 		"$JS.ACK.>", "$JS.FC.>",
+		StorageSubject,
 	}
 	// The catch-up consumers are the hosts' own. The create without a
 	// name in the subject could name one in its body.

@@ -104,6 +104,8 @@ func (c *Conn) AppendAll(ctx context.Context, out []Outgoing) []Appended {
 	for i, p := range pubs {
 		switch {
 		case msgs[i] == nil: // did not encode
+		case storageFull(p.err) != nil:
+			res[i].Err = fmt.Errorf("append %s: %w", out[i].Subject, storageFull(p.err))
 		case p.err != nil:
 			res[i].Err = fmt.Errorf("append %s: %w", out[i].Subject, p.err)
 		default:

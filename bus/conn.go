@@ -82,6 +82,33 @@ type ConnectConfig struct {
 	CAFile string
 	// Options are passed to nats.Connect after convoy's own.
 	Options []nats.Option
+	// Retention, if set, is applied by Provision to the stream, new or
+	// existing; nil keeps what the stream has (unlimited for a new one).
+	// Only convoy server sets it, from its flags.
+	Retention *Retention
+}
+
+// Retention bounds the CONVOY stream: events older than MaxAge, or the
+// oldest ones beyond MaxBytes, are removed by JetStream (never by a
+// client: DenyDelete and DenyPurge stay). Zero means no bound; the zero
+// Retention keeps every event forever.
+type Retention struct {
+	MaxAge   time.Duration
+	MaxBytes int64
+}
+
+// MinRetainAge is the shortest MaxAge nats-server accepts.
+const MinRetainAge = 100 * time.Millisecond
+
+// apply sets cfg's limits. The duplicate window may not outlast MaxAge.
+func (r Retention) apply(cfg *jetstream.StreamConfig) {
+	cfg.MaxAge, cfg.MaxBytes = r.MaxAge, -1
+	if r.MaxBytes > 0 {
+		cfg.MaxBytes = r.MaxBytes
+	}
+	if r.MaxAge > 0 {
+		cfg.Duplicates = min(cfg.Duplicates, r.MaxAge)
+	}
 }
 
 // DefaultURL is the embedded server's default address.
@@ -89,9 +116,10 @@ const DefaultURL = "nats://127.0.0.1:4222"
 
 // Conn is a connection to the bus. It is safe for concurrent use.
 type Conn struct {
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	replicas int
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	replicas  int
+	retention *Retention
 
 	mu     sync.Mutex
 	handle jetstream.Stream // cached: looking it up costs a stream info
@@ -208,7 +236,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	conn.nc, conn.js, conn.replicas = nc, js, max(cfg.Replicas, 1)
+	conn.nc, conn.js, conn.replicas, conn.retention = nc, js, max(cfg.Replicas, 1), cfg.Retention
 	return conn, nil
 }
 
@@ -223,7 +251,8 @@ func (c *Conn) Close() { c.nc.Close() }
 const MaxConsumers = 20_000
 
 // StreamConfig returns the CONVOY stream's configuration: file storage,
-// no deletes, no purges, no rollups, no per-message TTLs, kept forever;
+// no deletes, no purges, no rollups, no per-message TTLs, kept forever
+// (see Retention for bounds);
 // every request is republished on its live subject (see LiveRequests).
 func StreamConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
@@ -248,7 +277,18 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 // Provision creates or updates the stream and the KV buckets. It is
 // idempotent and safe to call from every process at start.
 func (c *Conn) Provision(ctx context.Context) error {
-	if _, err := c.js.CreateOrUpdateStream(ctx, StreamConfig(c.replicas)); err != nil {
+	cfg := StreamConfig(c.replicas)
+	switch {
+	case c.retention != nil:
+		c.retention.apply(&cfg)
+	default:
+		// Keep the bounds convoy server set.
+		if s, err := c.js.Stream(ctx, StreamName); err == nil {
+			old := s.CachedInfo().Config
+			Retention{MaxAge: old.MaxAge, MaxBytes: old.MaxBytes}.apply(&cfg)
+		}
+	}
+	if _, err := c.js.CreateOrUpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("provision stream %s: %w", StreamName, err)
 	}
 	for _, kv := range []jetstream.KeyValueConfig{
@@ -340,6 +380,37 @@ func (c *Conn) StreamLeader(ctx context.Context) (string, int, error) {
 		leader = info.Cluster.Leader
 	}
 	return leader, info.Config.Replicas, nil
+}
+
+// Retained says which part of the stream's history is kept.
+type Retained struct {
+	// FirstSeq and FirstTime are the oldest event kept (FirstSeq is 1
+	// until events age out); LastSeq the newest.
+	FirstSeq  uint64
+	FirstTime time.Time
+	LastSeq   uint64
+	Msgs      uint64
+	Bytes     uint64
+	// Retention is the stream's bounds (zero: kept forever).
+	Retention Retention
+}
+
+// Retained returns where the stream's kept history starts and ends, and
+// its bounds.
+func (c *Conn) Retained(ctx context.Context) (Retained, error) {
+	ctx, cancel := context.WithTimeout(ctx, APITimeout)
+	defer cancel()
+	s, err := c.stream(ctx)
+	if err != nil {
+		return Retained{}, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return Retained{}, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	r := Retained{FirstSeq: info.State.FirstSeq, FirstTime: info.State.FirstTime, LastSeq: info.State.LastSeq, Msgs: info.State.Msgs, Bytes: info.State.Bytes,
+		Retention: Retention{MaxAge: info.Config.MaxAge, MaxBytes: max(info.Config.MaxBytes, 0)}}
+	return r, nil
 }
 
 // LastSeq returns the stream's last sequence (0 when empty).

@@ -24,6 +24,11 @@
 //     folded again). When it returns nil every write is durable; the
 //     writes of one call are not atomic together.
 //   - Credentials and the permissions of each role.
+//   - The storage guard (Server.WatchStorage, Server.Storage,
+//     QueryStorage): refuses appends before the data dir's disk is full,
+//     with ErrStorageFull naming the server and the dir, and recovers
+//     JetStream from a write that failed for lack of space.
+//   - Retention bounds of the stream (ConnectConfig.Retention, Retained).
 //
 // Every API call, and each ack of a pipelined write, is bounded by
 // APITimeout. The package returns errors and never logs.

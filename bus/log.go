@@ -79,7 +79,15 @@ func (c *Conn) AppendID(ctx context.Context, subject string, e events.Event, msg
 		if lerr == nil && last.MsgID == msgID {
 			return last.Seq, nil
 		}
+		if (lerr == nil || errors.Is(lerr, ErrNotFound)) && last.Seq < expect.Seq {
+			// The expected message aged out (see Retention): retention
+			// removes the oldest first, so nobody wrote after it.
+			return c.AppendID(ctx, subject, e, msgID, &Expect{Filter: expect.Filter, Seq: last.Seq})
+		}
 		return 0, &ConflictError{Filter: expect.Filter, Want: expect.Seq, Actual: last.Seq}
+	}
+	if full := storageFull(err); full != nil {
+		err = full
 	}
 	return 0, fmt.Errorf("append %s: %w", subject, err)
 }

@@ -41,6 +41,11 @@ type ServerConfig struct {
 	// HOST:PORT to listen on for routes, and the routes to the others
 	// (nats://HOST:PORT). With three nodes, provision with Replicas 3.
 	Cluster *ClusterConfig
+	// MinFree is the storage guard's reserve in bytes (see WatchStorage):
+	// below it new requests are refused, below MinFree/8 every append.
+	// 0 turns the thresholds off; a write that fails for lack of space is
+	// still caught and recovered from.
+	MinFree uint64
 }
 
 // ClusterConfig joins the embedded server to a NATS cluster.
@@ -62,6 +67,7 @@ type Server struct {
 	opts      *server.Options
 	usersFile string
 	self      nkeys.KeyPair // the server's own credential, when Auth
+	guard     *guard
 }
 
 // StartServer starts the embedded server and waits until it accepts
@@ -107,9 +113,12 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		SyncAlways: true,
 		NoSigs:     true,
 		NoLog:      true,
-		// JetStream's own limits; the stream itself is unbounded.
+		// JetStream's own limits. nats-server's default store limit is
+		// 75% of the disk that was free at start, fixed from then on: a
+		// cap that says nothing once the disk changes. The storage guard
+		// (WatchStorage) watches the real free space instead.
 		JetStreamMaxMemory: 256 << 20,
-		JetStreamMaxStore:  -1,
+		JetStreamMaxStore:  1 << 50,
 		// A fleet's workers all (re)connecting at once each make a few
 		// API calls; the default queue of 10,000 would refuse some.
 		JetStreamRequestQueueLimit: RequestQueueLimit,
@@ -126,7 +135,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: ch, Port: cport}
 		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
 	}
-	srv := &Server{opts: opts}
+	srv := &Server{opts: opts, guard: newGuard(name, dir, cfg.MinFree)}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey})
 		if err != nil {
@@ -153,6 +162,8 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
 	srv.ns = ns
+	// Only to catch writes that fail for lack of space; nothing is logged.
+	ns.SetLogger(serverLog{srv.guard}, false, false)
 	go ns.Start()
 	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
 		ns.Shutdown()

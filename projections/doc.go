@@ -18,6 +18,10 @@
 // interrupted. Within a batch, rows
 // and records become visible in no particular order.
 //
+// Once the stream's oldest events have aged out (bus.Retention), a
+// rebuild starts from the snapshot of the view that Projector.Snapshot
+// keeps, and refuses with ErrHistoryGap if events aged out uncovered.
+//
 // Reads never replay the stream for status: one host is one KV read, the
 // fleet (or a list of named hosts) one pass over the bucket.
 package projections

@@ -17,6 +17,10 @@ import (
 const (
 	hostKeyPrefix = "host."
 	checkpointKey = "meta.checkpoint"
+	// The snapshot (see Snapshot): a copy of every row under
+	// snapshotPrefix, and the sequence it covers.
+	snapshotPrefix = "snap." + hostKeyPrefix
+	snapshotSeqKey = "meta.snapshot"
 )
 
 func hostKey(h string) string { return hostKeyPrefix + h }
@@ -65,16 +69,21 @@ func NewProjector(ctx context.Context, c *bus.Conn) (*Projector, error) {
 
 // Checkpoint returns the last stream sequence the projector applied.
 func (v *view) Checkpoint(ctx context.Context) (uint64, error) {
-	ent, err := v.status.Get(ctx, checkpointKey)
+	return v.seqKey(ctx, checkpointKey)
+}
+
+// seqKey reads a sequence stored under key (0 when missing).
+func (v *view) seqKey(ctx context.Context, key string) (uint64, error) {
+	ent, err := v.status.Get(ctx, key)
 	if errors.Is(err, bus.ErrNotFound) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("checkpoint: %w", err)
+		return 0, fmt.Errorf("%s: %w", key, err)
 	}
 	n, err := strconv.ParseUint(string(ent.Value), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("checkpoint %q: %w", ent.Value, err)
+		return 0, fmt.Errorf("%s %q: %w", key, ent.Value, err)
 	}
 	return n, nil
 }
@@ -227,7 +236,7 @@ func (p *Projector) write(ctx context.Context, b *batch) error {
 	return p.setCheckpoint(ctx, b.last)
 }
 
-// Rebuild recomputes the status of every host from stream sequence 1 and
+// Rebuild recomputes the status of every host from the stream and
 // replaces what the bucket holds, so a view damaged or produced by older
 // code is made right: rows that differ are rewritten (pipelined, each
 // under a compare-and-set), rows of hosts the stream does not know are
@@ -236,13 +245,22 @@ func (p *Projector) write(ctx context.Context, b *batch) error {
 // past the rebuild's end are caught up from the stream before they are
 // written. It returns the number of events read.
 //
+// While the stream starts at sequence 1, every row is recomputed from
+// nothing. Once its oldest events have aged out (see bus.Retention), the
+// rebuild starts from the snapshot (see Snapshot) and folds the retained
+// events on top; it fails, changing nothing, with ErrHistoryGap if events
+// aged out that no snapshot covers.
+//
 // The upgrade index is not rebuilt: only the live projector writes it
 // (workers trust it), and its folds are idempotent.
 func (p *Projector) Rebuild(ctx context.Context) (int, error) {
-	rows := map[string]*Status{}
+	rows, from, err := p.rebuildBase(ctx)
+	if err != nil {
+		return 0, err
+	}
 	n := 0
 	var last uint64
-	err := p.conn.Replay(ctx, projected, bus.From{}, func(st bus.Stored) error {
+	err = p.conn.Replay(ctx, projected, bus.From{Seq: from}, func(st bus.Stored) error {
 		n++
 		last = st.Seq
 		h := hostOf(st)
@@ -259,6 +277,9 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 	})
 	if err != nil {
 		return n, fmt.Errorf("rebuild: %w", err)
+	}
+	if n == 0 && from > 1 {
+		last = from - 1
 	}
 	keys := make([]string, 0, len(rows))
 	for h := range rows {
@@ -287,6 +308,85 @@ func (p *Projector) Rebuild(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// ErrHistoryGap is returned by Rebuild when events aged out of the stream
+// before a snapshot covered them: the view cannot be recomputed.
+var ErrHistoryGap = errors.New("events aged out that no snapshot covers")
+
+// rebuildBase returns the rows a rebuild starts from and the sequence it
+// replays from: nothing and 1 while the stream keeps its first event, the
+// snapshot and the stream's first sequence after events aged out.
+func (p *Projector) rebuildBase(ctx context.Context) (map[string]*Status, uint64, error) {
+	rows := map[string]*Status{}
+	r, err := p.conn.Retained(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rebuild: %w", err)
+	}
+	if r.FirstSeq <= 1 {
+		return rows, 1, nil
+	}
+	covered, err := p.SnapshotSeq(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rebuild: %w", err)
+	}
+	if covered+1 < r.FirstSeq {
+		return nil, 0, fmt.Errorf("rebuild: %w: the stream starts at %d and the snapshot covers up to %d; the view is left as it is (see docs/runbooks.md)", ErrHistoryGap, r.FirstSeq, covered)
+	}
+	snap, err := bus.AllJSON[Status](ctx, p.status, snapshotPrefix+"*")
+	if err != nil {
+		return nil, 0, fmt.Errorf("rebuild: snapshot: %w", err)
+	}
+	for _, s := range snap {
+		rows[s.Host] = &s
+	}
+	return rows, r.FirstSeq, nil
+}
+
+// SnapshotSeq returns the sequence the snapshot covers (0: none).
+func (v *view) SnapshotSeq(ctx context.Context) (uint64, error) {
+	return v.seqKey(ctx, snapshotSeqKey)
+}
+
+// Snapshot copies the view into the snapshot: every row that changed
+// since the last one, then the sequence it covers, the checkpoint read
+// before the rows (every event up to it is in every row; a row may hold
+// later ones, which a rebuild's folds skip). A rebuild of a stream whose
+// oldest events aged out starts from it, so it must be taken more often
+// than events age out: convoy server takes one every tenth of --retain,
+// at most hourly. It returns the sequence covered. A crash midway leaves
+// the previous sequence, which the rows still cover.
+func (p *Projector) Snapshot(ctx context.Context) (uint64, error) {
+	cp, err := p.Checkpoint(ctx)
+	if err != nil {
+		return 0, err
+	}
+	prev, err := p.SnapshotSeq(ctx)
+	if err != nil || prev >= cp {
+		return prev, err
+	}
+	sts, err := bus.AllJSON[Status](ctx, p.status, hostKeyPrefix+"*")
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	byKey := make(map[string]Status, len(sts))
+	keys := make([]string, 0, len(sts))
+	for _, s := range sts {
+		k := snapshotPrefix + s.Host
+		byKey[k] = s
+		keys = append(keys, k)
+	}
+	err = bus.ModifyMany(ctx, p.status, keys, func(k string, cur *Status) (bool, error) {
+		*cur = byKey[k]
+		return true, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	if _, err := p.status.Put(ctx, snapshotSeqKey, []byte(strconv.FormatUint(cp, 10))); err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	return cp, nil
 }
 
 // replaceHost sets cur to the rebuilt row s, first catching s up from the

@@ -74,6 +74,7 @@ func (c *historyCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
+	printRetained(ctx, conn, c.env.stderr)
 	n := 0
 	err = fleet.History(ctx, q, func(st bus.Stored) error {
 		n++

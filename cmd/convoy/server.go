@@ -49,8 +49,13 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	routes := fs.String("routes", "", "comma-separated nats://HOST:PORT routes to the other nodes")
 	replicas := fs.Int("replicas", 1, "replicas of the stream and buckets when they are created (3 on a 3-node cluster)")
 	controller := fs.Bool("controller", true, "run the rollout controller (false: it runs elsewhere, as convoy controller)")
+	storage := addStorageFlags(fs)
 	memLimit := fs.String("memory-limit", "512MiB", "soft limit of the server's memory: the Go runtime collects harder near it, and may exceed it when it must (0: none; the GOMEMLIMIT environment variable, if set, wins)")
 	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	minFree, retention, err := storage.parse()
+	if err != nil {
 		return err
 	}
 	limit, err := parseBytes(*memLimit)
@@ -88,7 +93,7 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		*auth = true
 		log.Info("credentials exist in the data dir; authentication is on", "users", filepath.Join(*data, bus.UsersFile))
 	}
-	scfg := bus.ServerConfig{DataDir: *data, Listen: *listen, Auth: *auth, TLSCert: *tlsCert, TLSKey: *tlsKey, Name: *name}
+	scfg := bus.ServerConfig{DataDir: *data, Listen: *listen, Auth: *auth, TLSCert: *tlsCert, TLSKey: *tlsKey, Name: *name, MinFree: minFree}
 	if *cluster != "" {
 		if *clusterListen == "" || *routes == "" {
 			return usageErr(errors.New("--cluster needs --cluster-listen HOST:PORT and --routes nats://HOST:PORT,..."))
@@ -107,12 +112,12 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer srv.Shutdown()
-	conn, proj, err := connectProjector(ctx, bus.ConnectConfig{URL: srv.InternalURL(), Name: "convoy server", MaxWait: 5 * time.Second, Replicas: *replicas, Options: srv.ClientOptions()}, log)
+	conn, proj, err := connectProjector(ctx, bus.ConnectConfig{URL: srv.InternalURL(), Name: "convoy server", MaxWait: 5 * time.Second, Replicas: *replicas, Options: srv.ClientOptions(), Retention: &retention}, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always", "auth", *auth, "tls", *tlsCert != "")
+	log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always", "auth", *auth, "tls", *tlsCert != "", "min_free", bus.FormatBytes(minFree), "retain", retention.MaxAge, "retain_bytes", retention.MaxBytes)
 	fmt.Fprintf(c.env.stdout, "convoy server listening on %s (data in %s)\n", srv.ClientURL(), *data)
 	if *auth {
 		fmt.Fprintf(c.env.stdout, "credentials required; issue them with convoy creds ... --data %s\n", *data)
@@ -130,6 +135,14 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	if *controller {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return runController(ctx, conn, log) }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return runStorageGuard(ctx, srv, log) }, func(error) { cancel() })
+	}
+	if every := snapshotEvery(retention); every > 0 {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return runSnapshots(ctx, proj, every, log) }, func(error) { cancel() })
 	}
 	if *auth {
 		ctx, cancel := context.WithCancel(ctx)

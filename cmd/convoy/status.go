@@ -80,6 +80,7 @@ func (c *statusCmd) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	printStorage(ctx, conn, c.env.stderr)
 	if lag, err := fleet.Lag(ctx); err == nil && lag > 0 {
 		fmt.Fprintf(c.env.stderr, "note: the status view is %d event(s) behind the stream (is `convoy server` running its projector?)\n", lag)
 	}
