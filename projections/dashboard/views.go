@@ -17,6 +17,14 @@ import (
 // html/template escapes: none returns template.HTML.
 var funcs = template.FuncMap{
 	"short": short,
+	// sid shortens a ULID to its random tail: its head is a timestamp
+	// that ids made close together share.
+	"sid": func(id string) string {
+		if len(id) > 8 {
+			return "…" + id[len(id)-8:]
+		}
+		return id
+	},
 	"ago":   ago,
 	"stamp": func(t time.Time) string {
 		if t.IsZero() {
