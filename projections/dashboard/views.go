@@ -25,7 +25,7 @@ var funcs = template.FuncMap{
 		}
 		return id
 	},
-	"ago":   ago,
+	"ago": ago,
 	"stamp": func(t time.Time) string {
 		if t.IsZero() {
 			return ""
