@@ -124,6 +124,9 @@ func TestHTTPListenerTokenAndHealth(t *testing.T) {
 		t.Fatalf("URL %s", l.URL())
 	}
 	client := &http.Client{
+		// Bounds a broken listener's open /events stream, which would
+		// otherwise hang the test.
+		Timeout:   30 * time.Second,
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
