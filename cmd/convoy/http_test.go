@@ -126,7 +126,7 @@ func TestHTTPListenerTokenAndHealth(t *testing.T) {
 	client := &http.Client{
 		// Bounds a broken listener's open /events stream, which would
 		// otherwise hang the test.
-		Timeout:   30 * time.Second,
+		Timeout:       30 * time.Second,
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
