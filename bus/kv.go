@@ -312,3 +312,45 @@ func readBatch(ctx context.Context, sub *nats.Subscription, prefix string, req *
 		req.Seq = seq + 1
 	}
 }
+
+// Watch calls fn with the last value of every key matching filter (NATS
+// wildcards), then with each value written to such a key, in the order
+// written, until ctx ends (it then returns nil) or fn returns an error
+// (ErrStop: Watch returns nil). Deleted keys are left out. fn runs in
+// Watch's goroutine; while it runs, later values wait.
+func (b *Bucket) Watch(ctx context.Context, filter string, fn func(Entry) error) error {
+	w, err := b.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("%s watch %s: %w", b.name, filter, err)
+	}
+	defer func() {
+		_ = w.Stop()
+		go func() { // as in All: let a blocked send see Stop
+			for range w.Updates() {
+			}
+		}()
+	}()
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("%s watch %s: closed", b.name, filter)
+			}
+			if e == nil { // the initial values are in
+				continue
+			}
+			err := fn(Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()})
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -204,5 +205,20 @@ func (f *Fleet) History(ctx context.Context, q Query, fn func(bus.Stored) error)
 			return nil
 		}
 		return fn(st)
+	})
+}
+
+// Watch calls fn with every host's status, then with each host's status
+// again whenever the projector writes its row, until ctx ends (nil) or fn
+// returns an error (bus.ErrStop: nil). It reads the bucket's updates as
+// they are written, without polling. A row that cannot be decoded is
+// passed over.
+func (f *Fleet) Watch(ctx context.Context, fn func(Status) error) error {
+	return f.status.Watch(ctx, hostKeyPrefix+"*", func(e bus.Entry) error {
+		var s Status
+		if json.Unmarshal(e.Value, &s) != nil {
+			return nil
+		}
+		return fn(s)
 	})
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,16 +28,29 @@ func step(out io.Writer, format string, a ...any) { fmt.Fprintf(out, "\n== "+for
 // dir, and drives one upgrade that succeeds and one that fails and rolls
 // back, through the same code paths as `convoy upgrade` and `convoy status`.
 func (c *demoCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("demo", "demo [--keep] [--no-nix] [-v]",
+	fs := c.env.flags("demo", "demo [--keep] [--no-nix] [-v] [--http HOST:PORT] [--stay]",
 		example{"a fleet of two hosts in a temp dir: one upgrade succeeds, one fails and rolls back", "convoy demo"},
+		example{"the same, then keep the dashboard open on http://127.0.0.1:9426/ until Ctrl-C", "convoy demo --http 127.0.0.1:9426 --stay"},
 		example{"the same with the workers' logs, keeping the temp dir to look at", "convoy demo --keep -v"},
 	)
 	keep := fs.Bool("keep", false, "keep the temp dir (bus data, repos, logs) and print its path")
 	verbose := fs.Bool("v", false, "show the workers' logs")
 	noNix := fs.Bool("no-nix", false, "use the command driver even when Nix is installed")
+	var hcfg httpConfig
+	addHTTPFlags(fs, &hcfg, "127.0.0.1:0", "serve the dashboard on HOST:PORT (port 0: any free port; empty: no dashboard)")
+	stay := fs.Bool("stay", false, "when the demo is done, keep the bus and the dashboard up until Ctrl-C")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
+	if *stay && hcfg.Addr == "" {
+		return usageErr(errors.New("--stay keeps the dashboard open: it needs --http"))
+	}
+	if hcfg.Addr != "" {
+		if err := hcfg.Validate(); err != nil {
+			return usageErr(err)
+		}
+	}
+	outer := ctx // --stay waits on it, past the demo's timeout
 	out := c.env.stdout
 	dir, err := os.MkdirTemp("", "convoy-demo-")
 	if err != nil {
@@ -67,6 +81,13 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 	proj, err := projections.NewProjector(ctx, conn)
 	if err != nil {
 		return err
+	}
+	var web *httpListener
+	if hcfg.Addr != "" {
+		if web, err = newHTTPListener(ctx, hcfg, conn, slog.New(slog.DiscardHandler)); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "the dashboard is on %s: watch the upgrades there\n", web.URL())
 	}
 
 	hosts := []string{"sorrow", "torment"}
@@ -117,9 +138,20 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 		ctx, cancel := context.WithCancel(parts)
 		g.Add(func() error { return stopped("worker "+h, w.Run(ctx)) }, func(error) { cancel() })
 	}
+	if web != nil {
+		g.Add(func() error { return stopped("dashboard", web.Serve()) }, func(error) { web.Shutdown() })
+	}
 	{
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return c.script(ctx, conn, srv.ClientURL(), fleet, hosts) }, func(error) { cancel() })
+		outer, cancelOuter := context.WithCancel(outer)
+		g.Add(func() error {
+			if err := c.script(ctx, conn, srv.ClientURL(), fleet, hosts); err != nil || !*stay {
+				return err
+			}
+			fmt.Fprintf(out, "\nThe demo is done; the dashboard stays on %s until Ctrl-C.\n", web.URL())
+			<-outer.Done()
+			return nil
+		}, func(error) { cancel(); cancelOuter() })
 	}
 	return g.Run()
 }

@@ -31,9 +31,11 @@ func defaultDataDir() string {
 }
 
 func (c *serverCmd) Run(ctx context.Context, args []string) error {
-	fs := c.env.flags("server", "server [--data DIR] [--listen HOST:PORT]",
+	fs := c.env.flags("server", "server [--data DIR] [--listen HOST:PORT] [--http HOST:PORT]",
 		example{"run the bus and the projections on 127.0.0.1:4222, with the data in the default dir", "convoy server"},
 		example{"serve the fleet over the network: TLS, and credentials from convoy creds", "convoy server --listen 0.0.0.0:4222 --tls-cert /etc/convoy/bus.pem --tls-key /etc/convoy/bus-key.pem --data /var/lib/convoy/bus"},
+		example{"also serve the dashboard, /healthz and /metrics on http://127.0.0.1:9426/", "convoy server --http 127.0.0.1:9426"},
+		example{"serve them to the network: TLS and a token are then required", "convoy server --http 0.0.0.0:9426 --http-tls-cert /etc/convoy/http.pem --http-tls-key /etc/convoy/http-key.pem --http-token-file /etc/convoy/http-token"},
 		example{"one node of a three-node cluster (run node2 and node3 likewise, with the same --routes)", "convoy server --name node1 --listen 10.0.0.1:4222 --tls-cert /etc/convoy/bus.pem --tls-key /etc/convoy/bus-key.pem --cluster convoy --cluster-listen 10.0.0.1:6222 --routes nats://10.0.0.1:6222,nats://10.0.0.2:6222,nats://10.0.0.3:6222 --replicas 3"},
 	)
 	data := fs.String("data", defaultDataDir(), "directory for JetStream's file storage")
@@ -50,6 +52,8 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	replicas := fs.Int("replicas", 1, "replicas of the stream and buckets when they are created (3 on a 3-node cluster)")
 	controller := fs.Bool("controller", true, "run the rollout controller (false: it runs elsewhere, as convoy controller)")
 	storage := addStorageFlags(fs)
+	var hcfg httpConfig
+	addHTTPFlags(fs, &hcfg, "", "serve the dashboard, /healthz and /metrics on HOST:PORT, e.g. "+DefaultHTTP+" (off when empty)")
 	memLimit := fs.String("memory-limit", "512MiB", "soft limit of the server's memory: the Go runtime collects harder near it, and may exceed it when it must (0: none; the GOMEMLIMIT environment variable, if set, wins)")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -80,6 +84,11 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usageErr(errors.New("--tls-cert and --tls-key go together"))
+	}
+	if hcfg.Addr != "" {
+		if err := hcfg.Validate(); err != nil {
+			return usageErr(err)
+		}
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		// Beyond loopback anyone on the network could rebuild the fleet.
@@ -117,10 +126,21 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always", "auth", *auth, "tls", *tlsCert != "", "min_free", bus.FormatBytes(minFree), "retain", retention.MaxAge, "retain_bytes", retention.MaxBytes)
+	var web *httpListener
+	if hcfg.Addr != "" {
+		// hcfg.Metrics, an http.Handler, serves /metrics when set.
+		if web, err = newHTTPListener(ctx, hcfg, conn, log.With("part", "http")); err != nil {
+			return err
+		}
+	}
+		log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always", "auth", *auth, "tls", *tlsCert != "", "min_free", bus.FormatBytes(minFree), "retain", retention.MaxAge, "retain_bytes", retention.MaxBytes)
 	fmt.Fprintf(c.env.stdout, "convoy server listening on %s (data in %s)\n", srv.ClientURL(), *data)
 	if *auth {
 		fmt.Fprintf(c.env.stdout, "credentials required; issue them with convoy creds ... --data %s\n", *data)
+	}
+	if web != nil {
+		log.Info("dashboard ready", "url", web.URL(), "token", hcfg.TokenFile != "")
+		fmt.Fprintf(c.env.stdout, "dashboard on %s\n", web.URL())
 	}
 
 	var g rungroup.Group
@@ -143,6 +163,9 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	if every := snapshotEvery(retention); every > 0 {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return runSnapshots(ctx, proj, every, log) }, func(error) { cancel() })
+	}
+	if web != nil {
+		g.Add(web.Serve, func(error) { web.Shutdown() })
 	}
 	if *auth {
 		ctx, cancel := context.WithCancel(ctx)
