@@ -133,7 +133,7 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-		log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always", "auth", *auth, "tls", *tlsCert != "", "min_free", bus.FormatBytes(minFree), "retain", retention.MaxAge, "retain_bytes", retention.MaxBytes)
+	log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always", "auth", *auth, "tls", *tlsCert != "", "min_free", bus.FormatBytes(minFree), "retain", retention.MaxAge, "retain_bytes", retention.MaxBytes)
 	fmt.Fprintf(c.env.stdout, "convoy server listening on %s (data in %s)\n", srv.ClientURL(), *data)
 	if *auth {
 		fmt.Fprintf(c.env.stdout, "credentials required; issue them with convoy creds ... --data %s\n", *data)
