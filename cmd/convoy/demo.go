@@ -15,6 +15,7 @@ import (
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/projections"
+	"github.com/convoy-fleet/convoy/projections/metrics"
 	"github.com/convoy-fleet/convoy/workers"
 	"github.com/convoy-fleet/convoy/workers/sandbox"
 )
@@ -83,11 +84,17 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	var web *httpListener
+	var mets *metrics.Metrics
 	if hcfg.Addr != "" {
+		// No storage guard runs in the demo: no storage metrics.
+		if mets, err = newMetrics(ctx, conn, nil, slog.New(slog.DiscardHandler)); err != nil {
+			return err
+		}
+		hcfg.Metrics = mets.Handler()
 		if web, err = newHTTPListener(ctx, hcfg, conn, slog.New(slog.DiscardHandler)); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "the dashboard is on %s: watch the upgrades there\n", web.URL())
+		fmt.Fprintf(out, "the dashboard is on %s: watch the upgrades there (Prometheus metrics on %smetrics)\n", web.URL(), web.URL())
 	}
 
 	hosts := []string{"sorrow", "torment"}
@@ -140,6 +147,8 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 	}
 	if web != nil {
 		g.Add(func() error { return stopped("dashboard", web.Serve()) }, func(error) { web.Shutdown() })
+		ctx, cancel := context.WithCancel(parts)
+		g.Add(func() error { return stopped("metrics", mets.Run(ctx)) }, func(error) { cancel() })
 	}
 	{
 		ctx, cancel := context.WithCancel(ctx)
@@ -148,7 +157,7 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 			if err := c.script(ctx, conn, srv.ClientURL(), fleet, hosts); err != nil || !*stay {
 				return err
 			}
-			fmt.Fprintf(out, "\nThe demo is done; the dashboard stays on %s until Ctrl-C.\n", web.URL())
+			fmt.Fprintf(out, "\nThe demo is done; the dashboard stays on %s (and the metrics on %smetrics) until Ctrl-C.\n", web.URL(), web.URL())
 			<-outer.Done()
 			return nil
 		}, func(error) { cancel(); cancelOuter() })

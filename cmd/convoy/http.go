@@ -19,6 +19,7 @@ import (
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/projections"
 	"github.com/convoy-fleet/convoy/projections/dashboard"
+	"github.com/convoy-fleet/convoy/projections/metrics"
 )
 
 // DefaultHTTP is the address the docs suggest for --http.
@@ -40,6 +41,10 @@ type httpConfig struct {
 	TokenFile string
 	// Metrics, when set, serves /metrics (package projections/metrics).
 	Metrics http.Handler
+	// Storage, when set, is the storage guard of the server this process
+	// runs (bus.Server.Storage): /healthz reports it and fails while the
+	// disk is full.
+	Storage func() bus.Storage
 }
 
 // addHTTPFlags adds --http and its TLS and token flags to fs.
@@ -132,7 +137,7 @@ func newHTTPListener(ctx context.Context, cfg httpConfig, conn *bus.Conn, log *s
 		h = requireToken(token, tlsCfg != nil, guarded)
 	}
 	mux.Handle("/", h)
-	mux.Handle("GET /healthz", healthz(fleet))
+	mux.Handle("GET /healthz", healthz(fleet, cfg.Storage))
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -221,16 +226,22 @@ type health struct {
 	// ProjectorLag is how many stream sequences the status view is
 	// behind, when the bus answered.
 	ProjectorLag *uint64 `json:"projector_lag_events,omitempty"`
-	Error        string  `json:"error,omitempty"`
+	// Storage is the level of the server's data dir (ok, low or full)
+	// and StorageProblem what it means while it is not ok.
+	Storage        bus.StorageLevel `json:"storage,omitempty"`
+	StorageProblem string           `json:"storage_problem,omitempty"`
+	Error          string           `json:"error,omitempty"`
 }
 
 // healthTimeout bounds the bus reads of one /healthz.
 const healthTimeout = 2 * time.Second
 
 // healthz answers 200 when the bus answers (the stream's last sequence
-// and the projector's checkpoint), 503 when it does not. A lagging
-// projector is reported, not failed: a burst of events makes it lag.
-func healthz(fleet *projections.Fleet) http.Handler {
+// and the projector's checkpoint), 503 when it does not or when the
+// server's storage (if storage is given) is full. A lagging projector and
+// a disk below --min-free are reported, not failed: a burst of events
+// makes the projector lag, and a low disk still stores facts.
+func healthz(fleet *projections.Fleet, storage func() bus.Storage) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 		defer cancel()
@@ -241,9 +252,36 @@ func healthz(fleet *projections.Fleet) http.Handler {
 		} else {
 			h.ProjectorLag = &lag
 		}
+		if storage != nil {
+			st := storage()
+			h.Storage, h.StorageProblem = st.Level, st.Problem()
+			if st.Level == bus.StorageFull {
+				h.Status, code = "unavailable", http.StatusServiceUnavailable
+			}
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(h)
 	})
+}
+
+// newMetrics returns the metrics /metrics serves: the fleet's, and the
+// storage guard's when storage is given. The caller runs its Run as a
+// part of the run group.
+func newMetrics(ctx context.Context, conn *bus.Conn, storage func() bus.Storage, log *slog.Logger) (*metrics.Metrics, error) {
+	fleet, err := projections.OpenFleet(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	m, err := metrics.New(ctx, metrics.Config{Conn: conn, Fleet: fleet, Version: version, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if storage != nil {
+		if err := m.Register(metrics.StorageCollector(storage)); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
 }

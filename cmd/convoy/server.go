@@ -16,6 +16,7 @@ import (
 
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/projections"
+	"github.com/convoy-fleet/convoy/projections/metrics"
 )
 
 type serverCmd struct{ env *env }
@@ -127,8 +128,12 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	}
 	defer conn.Close()
 	var web *httpListener
+	var mets *metrics.Metrics
 	if hcfg.Addr != "" {
-		// hcfg.Metrics, an http.Handler, serves /metrics when set.
+		if mets, err = newMetrics(ctx, conn, srv.Storage, log.With("part", "metrics")); err != nil {
+			return err
+		}
+		hcfg.Metrics, hcfg.Storage = mets.Handler(), srv.Storage
 		if web, err = newHTTPListener(ctx, hcfg, conn, log.With("part", "http")); err != nil {
 			return err
 		}
@@ -166,6 +171,8 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	}
 	if web != nil {
 		g.Add(web.Serve, func(error) { web.Shutdown() })
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return mets.Run(ctx) }, func(error) { cancel() })
 	}
 	if *auth {
 		ctx, cancel := context.WithCancel(ctx)
