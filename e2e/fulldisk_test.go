@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -89,7 +92,8 @@ func TestFullDiskIsLoudAndSurvivable(t *testing.T) {
 			gate := filepath.Join(t.TempDir(), "go")
 			r := baseRig(t)
 			r.data = filepath.Join(disk, "bus")
-			r.serverArgs = []string{"--min-free", tc.minFree}
+			web := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+			r.serverArgs = []string{"--min-free", tc.minFree, "--http", web}
 			r.startServerAnyPort()
 			r.makeFleet([]string{"sorrow"}, sandbox.Options{HealthChecks: []string{"while [ ! -e " + sh(gate) + " ]; do sleep 0.05; done"}})
 			if err := os.WriteFile(gate, nil, 0o644); err != nil {
@@ -124,6 +128,10 @@ func TestFullDiskIsLoudAndSurvivable(t *testing.T) {
 			})
 			if !strings.Contains(r.server.stderr.String(), fullDisk) || !strings.Contains(r.server.stderr.String(), r.data) {
 				t.Fatalf("the server did not log the full disk with its data dir:\n%s", r.server.stderr.String())
+			}
+			// A health check fails, naming the disk.
+			if code, body := healthz(t, web); code != http.StatusServiceUnavailable || !strings.Contains(body, `"storage":"full"`) || !strings.Contains(body, r.data) {
+				t.Fatalf("/healthz on a full disk: %d %s", code, body)
 			}
 			// Clients are refused at once, with the reason.
 			res := r.convoy("upgrade", "sorrow", "--rev", c2)
@@ -170,12 +178,27 @@ func TestFullDiskIsLoudAndSurvivable(t *testing.T) {
 			if res := r.convoy("status"); strings.Contains(res.stderr, "bus storage") {
 				t.Fatalf("status still reports the disk: %s", res)
 			}
+			if code, body := healthz(t, web); code != http.StatusOK || !strings.Contains(body, `"storage":"ok"`) {
+				t.Fatalf("/healthz once space is back: %d %s", code, body)
+			}
 			r.upgrade(exitOK, "sorrow", "--rev", c2, "--wait", "--timeout", "60s")
 			if r.server.exited() {
 				t.Fatalf("the server exited: %s", r.server.stderr.String())
 			}
 		})
 	}
+}
+
+// healthz returns the status code and body of GET /healthz on web.
+func healthz(t *testing.T, web string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + web + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func entries(t *testing.T, dir string) int {
