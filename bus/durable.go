@@ -22,32 +22,53 @@ const ConsumeAckWait = 10 * time.Second
 // delivered again.
 const ConsumeNakDelay = time.Second
 
-// Consume calls fn for every message under filters through the durable
-// consumer named durable, one message at a time, in stream order, until
-// ctx ends. The consumer is the reader's stored position: a message is
-// acknowledged (and the ack confirmed by the server) only after fn
-// returns nil, so a reader that dies or whose fn fails gets the message
-// again, and a restarted reader with the same name goes on where the last
-// one stopped. Delivery is thus at least once: fn must be idempotent.
-//
-// The name is a stored identity: renaming it replays the stream from
-// from. from applies only when the consumer is created; an existing
-// consumer keeps its position, and gets the new filters if they changed.
+// Durable is a durable consumer of the stream: a reader's stored
+// position. It is safe for one Consume at a time.
+type Durable struct {
+	c    *Conn
+	cons jetstream.Consumer
+}
+
+// Durable looks up the durable consumer named name, or creates it
+// starting at from. The name is a stored identity: renaming it replays
+// the stream from from. from applies only when the consumer is created;
+// an existing consumer keeps its position, and gets the new filters if
+// they changed. Once it returns, messages stored later are kept for the
+// consumer whether or not anyone reads.
+func (c *Conn) Durable(ctx context.Context, name string, filters []string, from From) (*Durable, error) {
+	cons, err := c.durableConsumer(ctx, name, filters, from)
+	if err != nil {
+		return nil, err
+	}
+	return &Durable{c: c, cons: cons}, nil
+}
+
+// Consume is Durable then Durable.Consume.
+func (c *Conn) Consume(ctx context.Context, durable string, filters []string, from From, fn func(Stored) error) error {
+	d, err := c.Durable(ctx, durable, filters, from)
+	if err != nil {
+		return err
+	}
+	return d.Consume(ctx, fn)
+}
+
+// Consume calls fn for every message of the consumer, one at a time, in
+// stream order, until ctx ends. A message is acknowledged (and the ack
+// confirmed by the server) only after fn returns nil, so a reader that
+// dies or whose fn fails gets the message again, and a restarted reader
+// with the same name goes on where the last one stopped. Delivery is thus
+// at least once: fn must be idempotent.
 //
 // fn returning an error naks the message (it comes again after
 // ConsumeNakDelay); fn returning ErrStop acks it and Consume returns nil.
 // Messages that did not decode reach fn with Stored.Err set. Consume
-// returns ctx.Err() when ctx ends, or an error when the consumer cannot
-// be created or read.
-func (c *Conn) Consume(ctx context.Context, durable string, filters []string, from From, fn func(Stored) error) error {
-	cons, err := c.durableConsumer(ctx, durable, filters, from)
-	if err != nil {
-		return err
-	}
+// returns ctx.Err() when ctx ends; a failed read (a lost server) is
+// retried with backoff.
+func (d *Durable) Consume(ctx context.Context, fn func(Stored) error) error {
 	b := backoff.NewExponentialBackOff()
 	b.MaxInterval, b.MaxElapsedTime = 5*time.Second, 0
 	for {
-		err := c.consume(ctx, cons, fn)
+		err := d.c.consume(ctx, d.cons, fn)
 		if err == nil || errors.Is(err, ErrStop) {
 			return nil
 		}
