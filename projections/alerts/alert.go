@@ -105,6 +105,8 @@ func firstLine(s string) string {
 
 // OfflineData is the data of a WorkerOffline alert.
 type OfflineData struct {
+	// Stopped is the id of the worker.stopped that began the episode.
+	Stopped string `json:"stopped_event"`
 	// LastSeen is the time of the worker's last fact.
 	LastSeen time.Time `json:"last_seen"`
 	// OfflineAfter is the configured silence, in seconds.

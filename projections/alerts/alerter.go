@@ -146,6 +146,11 @@ func (a *Alerter) handle(ctx context.Context, st bus.Stored) error {
 		}
 		out = append(out, al...)
 	}
+	if k == events.WorkerStopped || k == events.WorkerStarted {
+		if err := a.trackEpisode(ctx, e); err != nil {
+			return err
+		}
+	}
 	if k.Known() {
 		host := ""
 		if k.Stage() != events.ClassRollout {
@@ -295,10 +300,40 @@ func (a *Alerter) count(sink string, f func(*SinkStats)) {
 	f(a.stats[sink])
 }
 
-// watchOffline reads the status view every CheckEvery and raises
-// WorkerOffline for each host whose worker is offline and silent for
-// OfflineAfter: once per offline episode, whose id derives from the host
-// and the time of its worker's last fact.
+// episode is a host's worker stopped, in the alerts bucket from its
+// worker.stopped to its next worker.started: one offline episode.
+type episode struct {
+	Host    string    `json:"host"`
+	Stopped string    `json:"stopped"` // worker.stopped's event id
+	Time    time.Time `json:"time"`
+}
+
+func episodeKey(host string) string { return "offline." + host }
+
+// trackEpisode opens an offline episode at worker.stopped and closes it
+// at worker.started.
+func (a *Alerter) trackEpisode(ctx context.Context, e events.Event) error {
+	host := e.Host()
+	if events.ValidateHost(host) != nil {
+		return nil
+	}
+	if e.Kind() == events.WorkerStarted {
+		if err := a.record.Delete(ctx, episodeKey(host), 0); err != nil && !errors.Is(err, bus.ErrNotFound) {
+			return fmt.Errorf("alerts: %w", err)
+		}
+		return nil
+	}
+	b, _ := json.Marshal(episode{Host: host, Stopped: e.ID, Time: e.Time})
+	if _, err := a.record.Put(ctx, episodeKey(host), b); err != nil {
+		return fmt.Errorf("alerts: %w", err)
+	}
+	return nil
+}
+
+// watchOffline checks every CheckEvery for offline workers and raises
+// WorkerOffline for each host whose worker stopped (an open episode)
+// and which the status view shows offline with no fact for OfflineAfter:
+// once per episode, whose alert id derives from its worker.stopped.
 func (a *Alerter) watchOffline(ctx context.Context) {
 	t := time.NewTicker(a.cfg.CheckEvery.Duration)
 	defer t.Stop()
@@ -315,17 +350,21 @@ func (a *Alerter) watchOffline(ctx context.Context) {
 }
 
 func (a *Alerter) checkOffline(ctx context.Context) error {
-	sts, err := a.fleet.All(ctx)
+	eps, err := bus.AllJSON[episode](ctx, a.record, episodeKey("*"))
 	if err != nil {
 		return err
 	}
 	now := a.now()
-	for _, s := range sts {
-		if s.Worker != "offline" || s.WorkerSeen.IsZero() || now.Sub(s.WorkerSeen) < a.cfg.OfflineAfter.Duration {
+	for _, ep := range eps {
+		id := derivedID(ep.Time, string(WorkerOffline), ep.Stopped)
+		if a.isDone(id) {
 			continue
 		}
-		id := derivedID(s.WorkerSeen, string(WorkerOffline), s.Host, s.WorkerSeen.UTC().Format(time.RFC3339Nano))
-		if a.isDone(id) {
+		s, err := a.fleet.Host(ctx, ep.Host)
+		if err != nil {
+			continue // not in the view yet
+		}
+		if s.Worker != "offline" || now.Sub(s.WorkerSeen) < a.cfg.OfflineAfter.Duration {
 			continue
 		}
 		sev, ok := a.match(ctx, WorkerOffline, s.Host, &s)
@@ -334,8 +373,8 @@ func (a *Alerter) checkOffline(ctx context.Context) error {
 			continue
 		}
 		summary := fmt.Sprintf("%s: worker offline, silent since %s", s.Host, s.WorkerSeen.UTC().Format(time.RFC3339))
-		al := derivedAlert(id, WorkerOffline, s.Host, sev, summary, s.WorkerSeen.Add(a.cfg.OfflineAfter.Duration),
-			OfflineData{LastSeen: s.WorkerSeen, OfflineAfter: a.cfg.OfflineAfter.Seconds()})
+		al := derivedAlert(id, WorkerOffline, s.Host, sev, summary, ep.Time,
+			OfflineData{Stopped: ep.Stopped, LastSeen: s.WorkerSeen, OfflineAfter: a.cfg.OfflineAfter.Seconds()})
 		if err := a.send(ctx, al); err != nil {
 			return err
 		}

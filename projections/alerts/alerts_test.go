@@ -363,8 +363,7 @@ command = ["true"]
 	appendFact(t, c, "sorrow", events.UpgradeFailed, events.Fact{})
 	second := appendFact(t, c, "sorrow", events.UpgradeFailed, events.Fact{Reason: "switch failed"})
 	appendFact(t, c, "sorrow", events.UpgradeFailed, events.Fact{}) // the third: no new alert
-	marker := appendFact(t, c, "torment", events.WorkerStarted, events.Fact{})
-	_ = marker
+	appendFact(t, c, "torment", events.WorkerStarted, events.Fact{})
 	bustest.Eventually(t, 20*time.Second, "host.failing", func() bool { return len(of(alerts.HostFailing)) > 0 })
 	// Each worker episode: started, stopped, silent.
 	appendFact(t, c, "torment", events.WorkerStopped, events.Fact{})
@@ -395,9 +394,20 @@ command = ["true"]
 	if off[0].ID == off[1].ID || off[0].Host != "torment" {
 		t.Errorf("offline alerts %q and %q", off[0].ID, off[1].ID)
 	}
-	// The offline check keeps running: still exactly two.
-	if n := len(of(alerts.WorkerOffline)); n != 2 {
-		t.Errorf("%d offline alerts", n)
+	// Another host goes offline after them: its alert comes from a later
+	// round of the check (offline_after is four rounds), and torment was
+	// not alerted again in those rounds.
+	appendFact(t, c, "grief", events.WorkerStarted, events.Fact{})
+	appendFact(t, c, "grief", events.WorkerStopped, events.Fact{})
+	bustest.Eventually(t, 20*time.Second, "grief offline", func() bool { return len(of(alerts.WorkerOffline)) >= 3 })
+	n := 0
+	for _, a := range of(alerts.WorkerOffline) {
+		if a.Host == "torment" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("torment alerted offline %d times in two episodes", n)
 	}
 }
 
@@ -456,5 +466,66 @@ token_file = "/t"
 	cfg.Sinks[0].SecretFile = filepath.Join(t.TempDir(), "missing")
 	if _, err := alerts.New(t.Context(), c, cfg, slog.Default(), alerts.Options{}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a missing secret file: %v", err)
+	}
+}
+
+// An alerter stopped while one sink still tries leaves the fact
+// unacknowledged; the next one sends it to that sink, and not again to
+// the sink that had accepted it (the record in the alerts bucket).
+func TestAlertRestartMidDeliverySendsEachSinkOnce(t *testing.T) {
+	_, c := bustest.Start(t)
+	var mu sync.Mutex
+	got := map[string]int{}
+	fast := alerts.SinkFunc(func(ctx context.Context, a alerts.Alert) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got["fast/"+a.ID]++
+		return nil
+	})
+	hang := alerts.SinkFunc(func(ctx context.Context, a alerts.Alert) error {
+		mu.Lock()
+		got["hang-tries"]++
+		mu.Unlock()
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	ok := alerts.SinkFunc(func(ctx context.Context, a alerts.Alert) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got["slow/"+a.ID]++
+		return nil
+	})
+	count := func(k string) int { mu.Lock(); defer mu.Unlock(); return got[k] }
+	cfg := parse(t, `
+[alerts]
+[[alerts.sink]]
+type = "command"
+name = "fast"
+command = ["true"]
+[[alerts.sink]]
+type = "command"
+name = "slow"
+command = ["true"]
+timeout = "10m"
+`)
+	ctx, cancel := context.WithCancel(t.Context())
+	first, err := alerts.New(ctx, c, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), alerts.Options{Sinks: map[string]alerts.Sink{"fast": fast, "slow": hang}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	e := appendFact(t, c, "sorrow", events.UpgradeFailed, events.Fact{})
+	bustest.Eventually(t, 20*time.Second, "fast sent, slow trying", func() bool { return count("fast/"+e.ID) == 1 && count("hang-tries") == 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	start(t, c, cfg, alerts.Options{Sinks: map[string]alerts.Sink{"fast": fast, "slow": ok}})
+	bustest.Eventually(t, 30*time.Second, "the slow sink's alert after the restart", func() bool { return count("slow/"+e.ID) == 1 })
+	later := appendFact(t, c, "sorrow", events.UpgradeFailed, events.Fact{})
+	bustest.Eventually(t, 20*time.Second, "a later alert", func() bool { return count("fast/"+later.ID) == 1 })
+	if n := count("fast/" + e.ID); n != 1 {
+		t.Errorf("the fast sink got the alert %d times", n)
 	}
 }

@@ -25,8 +25,8 @@ const (
 // Derived kinds: alerts no single fact carries, which the Alerter derives.
 const (
 	// WorkerOffline: the host's worker stopped (worker.stopped, so the
-	// status view shows it offline) and has sent no fact for
-	// Config.OfflineAfter.
+	// status view shows it offline), has not started again, and the host
+	// has sent no fact for Config.OfflineAfter.
 	WorkerOffline events.Kind = "worker.offline"
 	// HostFailing: the host's last Config.ConsecutiveFailures upgrades
 	// each ended upgrade.failed.
