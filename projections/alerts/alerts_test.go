@@ -394,12 +394,24 @@ command = ["true"]
 	if off[0].ID == off[1].ID || off[0].Host != "torment" {
 		t.Errorf("offline alerts %q and %q", off[0].ID, off[1].ID)
 	}
-	// Another host goes offline after them: its alert comes from a later
-	// round of the check (offline_after is four rounds), and torment was
-	// not alerted again in those rounds.
+	// Other hosts go offline after them: their alerts come from later
+	// rounds of the check (offline_after is four rounds), and torment was
+	// not alerted again in those rounds, though facts of its own came
+	// while its worker was stopped.
 	appendFact(t, c, "grief", events.WorkerStarted, events.Fact{})
 	appendFact(t, c, "grief", events.WorkerStopped, events.Fact{})
 	bustest.Eventually(t, 20*time.Second, "grief offline", func() bool { return len(of(alerts.WorkerOffline)) >= 3 })
+	// And one more: by its alert, torment has been silent for rounds.
+	appendFact(t, c, "woe", events.WorkerStarted, events.Fact{})
+	appendFact(t, c, "woe", events.WorkerStopped, events.Fact{})
+	bustest.Eventually(t, 20*time.Second, "woe offline", func() bool {
+		for _, a := range of(alerts.WorkerOffline) {
+			if a.Host == "woe" {
+				return true
+			}
+		}
+		return false
+	})
 	n := 0
 	for _, a := range of(alerts.WorkerOffline) {
 		if a.Host == "torment" {
