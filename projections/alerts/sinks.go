@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -225,7 +226,8 @@ func (c *command) Send(ctx context.Context, a Alert) error {
 		return fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
 	cmd := exec.CommandContext(ctx, c.argv[0], c.argv[1:]...)
-	cmd.Env = append(os.Environ(), Env(a)...)
+	// Its own CONVOY_* only: not the alerter's (CONVOY_NATS_URL, CONVOY_NKEY).
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "CONVOY_") }), Env(a)...)
 	cmd.Stdin = bytes.NewReader(body)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
