@@ -293,6 +293,7 @@ command = ["true"]
 
 // The command sink runs its argv with the alert in CONVOY_* variables.
 func TestAlertCommandSink(t *testing.T) {
+	t.Setenv("CONVOY_NKEY", "/etc/convoy/alerts.nk") // the alerter's own: not passed on
 	out := filepath.Join(t.TempDir(), "env")
 	s, err := alerts.NewSink(alerts.SinkConfig{Type: alerts.SinkCommand, Name: "mail", Command: []string{"sh", "-c", `env | grep ^CONVOY_ > "$1"; cat > "$1.json"`, "sh", out}}, "", nil)
 	if err != nil {
@@ -309,6 +310,9 @@ func TestAlertCommandSink(t *testing.T) {
 		if !strings.Contains(string(b), want+"\n") {
 			t.Errorf("environment lacks %s:\n%s", want, b)
 		}
+	}
+	if strings.Contains(string(b), "CONVOY_NKEY") {
+		t.Errorf("the alerter's CONVOY_NKEY reached the command:\n%s", b)
 	}
 	if j, _ := os.ReadFile(out + ".json"); !strings.Contains(string(j), e.ID) {
 		t.Errorf("stdin: %s", j)
