@@ -171,7 +171,8 @@ func Permissions(u User, hosts []string) *server.Permissions {
 		// The status view, for projections rebuild; not the upgrade index,
 		// which workers trust to recognise a request that already ended.
 		// The operator's rollout asks, not the controller's facts.
-		pub := append([]string{events.AllRequests, "$KV." + StatusBucket + ".>"}, events.RolloutRequestFilters...)
+		// The alerts bucket, for convoy alerts run with this credential.
+		pub := append([]string{events.AllRequests, "$KV." + StatusBucket + ".>", "$KV." + AlertsBucket + ".>"}, events.RolloutRequestFilters...)
 		pub = append(pub, readAll...)
 		return &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: pub, Deny: denyHosts},

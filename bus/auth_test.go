@@ -352,3 +352,37 @@ func TestAuthRefusesUnknownCredentials(t *testing.T) {
 func catchUpConfig(host string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{Name: bus.CatchUpConsumerName(host), FilterSubject: events.HostRequests(host), AckPolicy: jetstream.AckNonePolicy}
 }
+
+// An operator credential runs convoy alerts: its durable consumer reads
+// and acks the facts, and it writes the alerts bucket, and nothing else
+// of the server's.
+func TestAuthOperatorRunsAlerts(t *testing.T) {
+	r := startAuth(t)
+	ctx := t.Context()
+	sorrow, _ := r.as(t, "sorrow")
+	if err := appendFact(ctx, sorrow, "sorrow", events.UpgradeFailed); err != nil {
+		t.Fatal(err)
+	}
+	op, _ := r.as(t, "alice")
+	var got events.Kind
+	if err := op.Consume(ctx, "alerts-test", []string{events.AllHostFacts, events.AllRolloutFacts}, bus.From{}, func(st bus.Stored) error {
+		got = st.Event.Kind()
+		return bus.ErrStop
+	}); err != nil {
+		t.Fatalf("the operator's durable consumer: %v", err)
+	}
+	if got != events.UpgradeFailed {
+		t.Fatalf("read %q", got)
+	}
+	alerts, err := op.Bucket(ctx, bus.AlertsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alerts.Put(ctx, "sent.webhook.01M80AN4WQM0428SFHFF6PEHH6", []byte(`{}`)); err != nil {
+		t.Fatalf("the operator cannot record a sent alert: %v", err)
+	}
+	audit, _ := r.as(t, "audit")
+	if _, err := audit.NATS().Request("$KV."+bus.AlertsBucket+".sent.webhook.x", []byte(`{}`), time.Second); err == nil {
+		t.Error("the auditor could write the alerts bucket")
+	}
+}

@@ -29,6 +29,10 @@ const (
 	// LeasesBucket says which worker serves each host; keys expire
 	// LeaseTTL after their last renewal.
 	LeasesBucket = "convoy-leases"
+	// AlertsBucket is the alerts subscriber's record: which alert each
+	// sink has been sent, and the per-host counts it derives alerts from
+	// (see package projections/alerts).
+	AlertsBucket = "convoy-alerts"
 )
 
 // UpgradeKey is the key of one host's upgrade in UpgradesBucket; "*" as
@@ -294,6 +298,7 @@ func (c *Conn) Provision(ctx context.Context) error {
 	for _, kv := range []jetstream.KeyValueConfig{
 		{Bucket: StatusBucket, Description: "convoy fleet status projection", Storage: jetstream.FileStorage, Replicas: c.replicas},
 		{Bucket: UpgradesBucket, Description: "convoy upgrade index: where each upgrade starts and how it ended", Storage: jetstream.FileStorage, Replicas: c.replicas},
+		{Bucket: AlertsBucket, Description: "convoy alerts: what each sink was sent", Storage: jetstream.FileStorage, Replicas: c.replicas},
 		// Leases are renewed every LeaseTTL/3 by every host and mean
 		// nothing after a restart of the bus: memory, no fsync.
 		{Bucket: LeasesBucket, Description: "convoy worker leases, one per host", Storage: jetstream.MemoryStorage, Replicas: c.replicas, TTL: LeaseTTL},

@@ -58,6 +58,7 @@ func commands(e *env) map[string]command {
 		"creds":       &credsCmd{env: e},
 		"projector":   &projectorCmd{env: e},
 		"controller":  &controllerCmd{env: e},
+		"alerts":      &alertsCmd{env: e},
 		"schedule":    &scheduleCmd{env: e},
 		"git-watch":   &gitWatchCmd{env: e},
 		"rollout":     &rolloutCmd{env: e},
@@ -85,6 +86,7 @@ Commands:
   creds        creds add-host HOST|add-operator NAME|add-auditor NAME -o FILE: issue a credential
   projector    provision an external NATS (--nats) and keep the projections there
   controller   provision an external NATS (--nats) and run the rollouts there
+  alerts       send alerts (webhook, ntfy, Matrix, command): alerts --config FILE
   schedule     request upgrades on a schedule: --every 1h | --daily 04:00 [HOST...]
   git-watch    upgrade to each new commit of a branch: --remote URL [--listen ADDR] --all|--tag T|HOST...
   rollout      staged rollouts: rollout start --rev R --wave tag=canary --wave 25% --wave all [--bake 10m] | status [ID] | abort ID
