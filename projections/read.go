@@ -23,8 +23,13 @@ func UnknownHost(host string) error {
 
 // Fleet reads the status bucket. It never replays the stream: one host's
 // status is one KV read, and the whole fleet's, or many named hosts', one
-// pass over the bucket.
-type Fleet struct{ view }
+// pass over the bucket. Each read also looks at the workers' leases (the
+// convoy-leases bucket), so that a worker that stopped without saying so
+// shows as WorkerSilent.
+type Fleet struct {
+	view
+	leases *bus.Bucket
+}
 
 // OpenFleet opens the fleet view.
 func OpenFleet(ctx context.Context, c *bus.Conn) (*Fleet, error) {
@@ -32,7 +37,65 @@ func OpenFleet(ctx context.Context, c *bus.Conn) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Fleet{v}, nil
+	leases, err := c.Bucket(ctx, bus.LeasesBucket)
+	if err != nil {
+		return nil, err
+	}
+	return &Fleet{view: v, leases: leases}, nil
+}
+
+// Worker liveness, in Status.Worker.
+const (
+	// WorkerOnline: the worker's last fact is worker.started (or any
+	// fact after it) and it holds its lease.
+	WorkerOnline = "online"
+	// WorkerOffline: the worker's last word was worker.stopped.
+	WorkerOffline = "offline"
+	// WorkerSilent: the facts say online, but the worker has not renewed
+	// its lease for bus.LeaseTTL: it stopped without saying so (killed,
+	// its machine down or cut off from the bus). Set when the view is
+	// read, never stored.
+	WorkerSilent = "silent"
+)
+
+// live marks the rows whose worker is online by its facts but holds no
+// lease as WorkerSilent. held reports whether a host's lease exists.
+func live(sts []Status, held func(host string) bool) {
+	for i := range sts {
+		if sts[i].Worker == WorkerOnline && !held(sts[i].Host) {
+			sts[i].Worker = WorkerSilent
+		}
+	}
+}
+
+// liveOne marks s WorkerSilent if its worker is online by its facts but
+// holds no lease.
+func (f *Fleet) liveOne(ctx context.Context, s *Status) error {
+	if s.Worker != WorkerOnline {
+		return nil
+	}
+	_, err := f.leases.Get(ctx, s.Host)
+	if errors.Is(err, bus.ErrNotFound) {
+		s.Worker = WorkerSilent
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("lease %s: %w", s.Host, err)
+	}
+	return nil
+}
+
+// leaseHolders returns the hosts that hold a lease now.
+func (f *Fleet) leaseHolders(ctx context.Context) (map[string]bool, error) {
+	keys, err := f.leases.Keys(ctx, ">")
+	if err != nil {
+		return nil, fmt.Errorf("leases: %w", err)
+	}
+	held := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		held[k] = true
+	}
+	return held, nil
 }
 
 // Host returns one host's status.
@@ -48,6 +111,9 @@ func (f *Fleet) Host(ctx context.Context, host string) (Status, error) {
 	if err != nil {
 		return s, fmt.Errorf("status %s: %w", host, err)
 	}
+	if err := f.liveOne(ctx, &s); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 
@@ -58,6 +124,11 @@ func (f *Fleet) All(ctx context.Context) ([]Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	held, err := f.leaseHolders(ctx)
+	if err != nil {
+		return nil, err
+	}
+	live(sts, func(h string) bool { return held[h] })
 	return sts, nil
 }
 
@@ -76,10 +147,16 @@ func (f *Fleet) Hosts(ctx context.Context, hosts []string) (map[string]Status, e
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	leases, err := f.leases.GetMany(ctx, hosts)
+	if err != nil {
+		return nil, fmt.Errorf("leases: %w", err)
+	}
 	out := make(map[string]Status, len(byKey))
 	for i, k := range keys {
 		if s, ok := byKey[k]; ok {
-			out[hosts[i]] = s
+			sts := []Status{s}
+			live(sts, func(h string) bool { _, held := leases[h]; return held })
+			out[hosts[i]] = sts[0]
 		}
 	}
 	return out, nil
@@ -218,6 +295,9 @@ func (f *Fleet) Watch(ctx context.Context, fn func(Status) error) error {
 		var s Status
 		if json.Unmarshal(e.Value, &s) != nil {
 			return nil
+		}
+		if err := f.liveOne(ctx, &s); err != nil {
+			return err
 		}
 		return fn(s)
 	})

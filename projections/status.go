@@ -46,8 +46,10 @@ type Status struct {
 	// LastSucceeded is the time of the newest upgrade.succeeded.
 	LastSucceeded time.Time `json:"last_succeeded,omitzero"`
 	Requested     string    `json:"requested,omitempty"` // newest queued request
-	// Worker is "online" after worker.started and "offline" after
-	// worker.stopped; WorkerSeen is the time of its latest fact.
+	// Worker is WorkerOnline after worker.started and WorkerOffline
+	// after worker.stopped; Fleet's reads make it WorkerSilent when an
+	// online worker's lease has expired. WorkerSeen is the time of its
+	// latest fact.
 	Worker string `json:"worker,omitempty"`
 	// Tags are the host's groups, as its worker last started with.
 	Tags          []string  `json:"tags,omitempty"`

@@ -261,7 +261,7 @@ func oneline(sts []projections.Status) string {
 		default:
 			unknown = append(unknown, s.Host)
 		}
-		if s.Worker == "offline" {
+		if s.Worker == projections.WorkerOffline || s.Worker == projections.WorkerSilent {
 			offline = append(offline, s.Host)
 		}
 		if s.RebootRequired {

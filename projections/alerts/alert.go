@@ -105,8 +105,9 @@ func firstLine(s string) string {
 
 // OfflineData is the data of a WorkerOffline alert.
 type OfflineData struct {
-	// Stopped is the id of the worker.stopped that began the episode.
-	Stopped string `json:"stopped_event"`
+	// Stopped is the id of the worker.stopped that began the episode
+	// (none when the worker fell silent without one).
+	Stopped string `json:"stopped_event,omitempty"`
 	// LastSeen is the time of the worker's last fact.
 	LastSeen time.Time `json:"last_seen"`
 	// OfflineAfter is the configured silence, in seconds.

@@ -355,6 +355,9 @@ func (a *Alerter) checkOffline(ctx context.Context) error {
 		return err
 	}
 	now := a.now()
+	if err := a.checkSilent(ctx, now); err != nil {
+		return err
+	}
 	for _, ep := range eps {
 		id := derivedID(ep.Time, string(WorkerOffline), ep.Stopped)
 		if a.isDone(id) {
@@ -375,6 +378,39 @@ func (a *Alerter) checkOffline(ctx context.Context) error {
 		summary := fmt.Sprintf("%s: worker offline, silent since %s", s.Host, s.WorkerSeen.UTC().Format(time.RFC3339))
 		al := derivedAlert(id, WorkerOffline, s.Host, sev, summary, ep.Time,
 			OfflineData{Stopped: ep.Stopped, LastSeen: s.WorkerSeen, OfflineAfter: a.cfg.OfflineAfter.Seconds()})
+		if err := a.send(ctx, al); err != nil {
+			return err
+		}
+		a.markDone(id)
+	}
+	return nil
+}
+
+// checkSilent raises WorkerOffline for each host whose worker stopped
+// without saying so (projections.WorkerSilent: online by its facts, its
+// lease expired) and has sent no fact for OfflineAfter: once per silence,
+// whose alert id derives from the host and the time of its last fact.
+func (a *Alerter) checkSilent(ctx context.Context, now time.Time) error {
+	sts, err := a.fleet.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range sts {
+		if s.Worker != projections.WorkerSilent || now.Sub(s.WorkerSeen) < a.cfg.OfflineAfter.Duration {
+			continue
+		}
+		id := derivedID(s.WorkerSeen, string(WorkerOffline), s.Host+"@"+s.WorkerSeen.UTC().Format(time.RFC3339Nano))
+		if a.isDone(id) {
+			continue
+		}
+		sev, ok := a.match(ctx, WorkerOffline, s.Host, &s)
+		if !ok {
+			a.markDone(id)
+			continue
+		}
+		summary := fmt.Sprintf("%s: worker silent since %s (its lease expired without worker.stopped: killed, or its machine is down or cut off)", s.Host, s.WorkerSeen.UTC().Format(time.RFC3339))
+		al := derivedAlert(id, WorkerOffline, s.Host, sev, summary, s.WorkerSeen,
+			OfflineData{LastSeen: s.WorkerSeen, OfflineAfter: a.cfg.OfflineAfter.Seconds()})
 		if err := a.send(ctx, al); err != nil {
 			return err
 		}

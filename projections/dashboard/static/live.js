@@ -13,7 +13,7 @@
     rows.querySelectorAll("tr[data-host]").forEach(function (tr) {
       n.all++;
       if (tr.dataset.state in n) n[tr.dataset.state]++;
-      if (tr.dataset.worker === "offline") n.offline++;
+      if (tr.dataset.worker === "offline" || tr.dataset.worker === "silent") n.offline++;
     });
     document.querySelectorAll("[data-count]").forEach(function (el) {
       el.textContent = String(n[el.dataset.count]);

@@ -1,0 +1,73 @@
+package projections_test
+
+import (
+	"testing"
+
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/bus/bustest"
+	"github.com/convoy-fleet/convoy/events"
+	"github.com/convoy-fleet/convoy/projections"
+)
+
+// A worker online by its facts is online while it holds its lease and
+// silent once the lease is gone; a worker that said worker.stopped stays
+// offline; every read of the fleet says the same.
+func TestFleetShowsASilentWorker(t *testing.T) {
+	_, c := bustest.Start(t)
+	ctx := t.Context()
+	for _, h := range []string{"sorrow", "torment", "gloom"} {
+		e, _ := events.New(events.WorkerStarted, h, "test", events.Fact{})
+		subj, _ := events.HostSubject(h, events.WorkerStarted)
+		if _, err := c.Append(ctx, subj, e, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, _ := events.New(events.WorkerStopped, "gloom", "test", events.Fact{})
+	subj, _ := events.HostSubject("gloom", events.WorkerStopped)
+	if _, err := c.Append(ctx, subj, e, nil); err != nil {
+		t.Fatal(err)
+	}
+	leases, err := c.Bucket(ctx, bus.LeasesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leases.Put(ctx, "sorrow", []byte(`{"owner":"test"}`)); err != nil {
+		t.Fatal(err)
+	}
+	runProjector(t, c)
+	fleet, err := projections.OpenFleet(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caughtUp(t, fleet)
+
+	want := map[string]string{"sorrow": projections.WorkerOnline, "torment": projections.WorkerSilent, "gloom": projections.WorkerOffline}
+	check := func(want map[string]string) {
+		t.Helper()
+		all, err := fleet.All(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		named, err := fleet.Hosts(ctx, []string{"sorrow", "torment", "gloom"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range all {
+			one, err := fleet.Host(ctx, s.Host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Worker != want[s.Host] || one.Worker != want[s.Host] || named[s.Host].Worker != want[s.Host] {
+				t.Errorf("%s: All says %q, Host %q, Hosts %q; want %q", s.Host, s.Worker, one.Worker, named[s.Host].Worker, want[s.Host])
+			}
+		}
+	}
+	check(want)
+
+	// The worker dies: its lease goes (expires, here deleted).
+	if err := leases.Delete(ctx, "sorrow", 0); err != nil {
+		t.Fatal(err)
+	}
+	want["sorrow"] = projections.WorkerSilent
+	check(want)
+}
