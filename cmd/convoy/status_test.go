@@ -48,8 +48,16 @@ func statusFleet(t *testing.T) (string, *bus.Conn) {
 	go func() { defer close(done); _ = p.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
+	leases, err := c.Bucket(t.Context(), bus.LeasesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, h := range []string{"sorrow", "torment", "gloom"} {
 		appendFacts(t, c, h, "", events.Fact{Commit: "c0"}, events.WorkerStarted)
+		// A live worker holds its lease (gloom's stops below).
+		if _, err := leases.Put(t.Context(), h, []byte(`{"owner":"test"}`)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	appendFacts(t, c, "sorrow", events.NewID(), events.Fact{Commit: "c1"}, events.UpgradeStarted, events.PullSucceeded, events.BuildSucceeded, events.SwitchSucceeded, events.UpgradeSucceeded)
 	appendFacts(t, c, "torment", events.NewID(), events.Fact{Commit: "c1", Stage: "build", Reason: "exit status 1"}, events.UpgradeStarted, events.PullSucceeded, events.BuildFailed, events.RollbackSucceeded, events.UpgradeFailed)
