@@ -405,8 +405,8 @@ func QueryStorage(ctx context.Context, c *Conn) ([]Storage, error) {
 	for {
 		m, err := sub.NextMsg(wait)
 		if err != nil {
-			if errors.Is(err, nats.ErrTimeout) || ctx.Err() != nil {
-				return out, nil
+			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil {
+				return out, nil // no (more) convoy server answers
 			}
 			return out, fmt.Errorf("storage: %w", err)
 		}

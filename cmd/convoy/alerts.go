@@ -40,19 +40,27 @@ func (c *alertsCmd) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	return runAlerts(ctx, conn, cfg, log)
+	a, err := newAlerter(ctx, conn, cfg, alerts.Options{}, log)
+	if err != nil {
+		return err
+	}
+	return runAlerter(ctx, a, log)
 }
 
-// runAlerts keeps the alerts subscriber running on conn until ctx ends:
-// the part convoy server runs when its config has an [alerts] section.
-// A config that cannot start (a missing secret file) is an error; a
-// failure after the start is logged and the subscriber restarted.
-func runAlerts(ctx context.Context, conn *bus.Conn, cfg alerts.Config, log *slog.Logger) error {
-	log = log.With("part", "alerts")
-	a, err := alerts.New(ctx, conn, cfg, log, alerts.Options{})
+// newAlerter starts the alerts subscriber of cfg on conn: a config that
+// cannot start (a missing secret file) is a usage error.
+func newAlerter(ctx context.Context, conn *bus.Conn, cfg alerts.Config, o alerts.Options, log *slog.Logger) (*alerts.Alerter, error) {
+	a, err := alerts.New(ctx, conn, cfg, log.With("part", "alerts"), o)
 	if err != nil {
-		return usageErr(fmt.Errorf("alerts: %w", err))
+		return nil, usageErr(fmt.Errorf("alerts: %w", err))
 	}
-	log.Info("convoy alerts running", "sinks", len(cfg.Sinks), "rules", len(cfg.Rules))
-	return keepRunning(ctx, "alerts", a.Run, log)
+	log.Info("convoy alerts running", "part", "alerts", "sinks", len(cfg.Sinks), "rules", len(cfg.Rules))
+	return a, nil
+}
+
+// runAlerter keeps a running until ctx ends (convoy alerts, and the part
+// convoy server runs when its config has an [alerts] section); a failure
+// is logged and the subscriber restarted.
+func runAlerter(ctx context.Context, a *alerts.Alerter, log *slog.Logger) error {
+	return keepRunning(ctx, "alerts", a.Run, log.With("part", "alerts"))
 }

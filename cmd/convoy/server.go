@@ -16,6 +16,7 @@ import (
 
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/projections"
+	"github.com/convoy-fleet/convoy/projections/alerts"
 	"github.com/convoy-fleet/convoy/projections/metrics"
 )
 
@@ -37,6 +38,7 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 		example{"serve the fleet over the network: TLS, and credentials from convoy creds", "convoy server --listen 0.0.0.0:4222 --tls-cert /etc/convoy/bus.pem --tls-key /etc/convoy/bus-key.pem --data /var/lib/convoy/bus"},
 		example{"also serve the dashboard, /healthz and /metrics on http://127.0.0.1:9426/", "convoy server --http 127.0.0.1:9426"},
 		example{"serve them to the network: TLS and a token are then required", "convoy server --http 0.0.0.0:9426 --http-tls-cert /etc/convoy/http.pem --http-tls-key /etc/convoy/http-key.pem --http-token-file /etc/convoy/http-token"},
+		example{"take the flags from a file (keys are flag names: http = \"127.0.0.1:9426\", min_free = \"1GiB\") and send the alerts of its [alerts] section", "convoy server --config /etc/convoy/server.toml"},
 		example{"one node of a three-node cluster (run node2 and node3 likewise, with the same --routes)", "convoy server --name node1 --listen 10.0.0.1:4222 --tls-cert /etc/convoy/bus.pem --tls-key /etc/convoy/bus-key.pem --cluster convoy --cluster-listen 10.0.0.1:6222 --routes nats://10.0.0.1:6222,nats://10.0.0.2:6222,nats://10.0.0.3:6222 --replicas 3"},
 	)
 	data := fs.String("data", defaultDataDir(), "directory for JetStream's file storage")
@@ -56,8 +58,16 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	var hcfg httpConfig
 	addHTTPFlags(fs, &hcfg, "", "serve the dashboard, /healthz and /metrics on HOST:PORT, e.g. "+DefaultHTTP+" (off when empty)")
 	memLimit := fs.String("memory-limit", "512MiB", "soft limit of the server's memory: the Go runtime collects harder near it, and may exceed it when it must (0: none; the GOMEMLIMIT environment variable, if set, wins)")
+	config := fs.String("config", "", "TOML file whose keys are these flags (http = \"127.0.0.1:9426\"; the command line wins) and whose [alerts] section, if any, is sent as convoy alerts does (docs/alerts.md)")
 	if _, err := parse(fs, args); err != nil {
 		return err
+	}
+	var alertsCfg *alerts.Config
+	if *config != "" {
+		var err error
+		if alertsCfg, err = applyServerConfig(*config, fs); err != nil {
+			return usageErr(err)
+		}
 	}
 	minFree, retention, err := storage.parse()
 	if err != nil {
@@ -138,6 +148,18 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	var alerter *alerts.Alerter
+	if alertsCfg != nil {
+		storage := func(context.Context) ([]bus.Storage, error) { return []bus.Storage{srv.Storage()}, nil }
+		if alerter, err = newAlerter(ctx, conn, *alertsCfg, alerts.Options{Storage: storage}, log); err != nil {
+			return err
+		}
+		if mets != nil {
+			if err := mets.Register(metrics.AlertsCollector(alerter.Stats)); err != nil {
+				return err
+			}
+		}
+	}
 	log.Info("convoy server ready", "url", srv.ClientURL(), "data", *data, "fsync", "always", "auth", *auth, "tls", *tlsCert != "", "min_free", bus.FormatBytes(minFree), "retain", retention.MaxAge, "retain_bytes", retention.MaxBytes)
 	fmt.Fprintf(c.env.stdout, "convoy server listening on %s (data in %s)\n", srv.ClientURL(), *data)
 	if *auth {
@@ -168,6 +190,10 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	if every := snapshotEvery(retention); every > 0 {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return runSnapshots(ctx, proj, every, log) }, func(error) { cancel() })
+	}
+	if alerter != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return runAlerter(ctx, alerter, log) }, func(error) { cancel() })
 	}
 	if web != nil {
 		g.Add(web.Serve, func(error) { web.Shutdown() })

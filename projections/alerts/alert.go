@@ -9,6 +9,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/events"
 )
 
@@ -123,3 +124,6 @@ type FailingData struct {
 	// Reason is the last failure's.
 	Reason string `json:"reason,omitempty"`
 }
+
+// StorageData is the data of a BusStorage alert: the server's Storage.
+type StorageData = bus.Storage

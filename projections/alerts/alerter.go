@@ -35,6 +35,7 @@ type Alerter struct {
 	reader *bus.Durable
 	fleet  *projections.Fleet
 	now    func() time.Time
+	disk   func(context.Context) ([]bus.Storage, error)
 
 	mu    sync.Mutex
 	stats map[string]*SinkStats
@@ -64,6 +65,9 @@ type Options struct {
 	Sinks map[string]Sink
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Storage reads the convoy servers' storage guards (default: ask
+	// them on the bus, bus.QueryStorage).
+	Storage func(context.Context) ([]bus.Storage, error)
 }
 
 // New builds an Alerter from a valid config, reading the sinks' secret
@@ -74,9 +78,12 @@ func New(ctx context.Context, conn *bus.Conn, cfg Config, log *slog.Logger, o Op
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Alerter{conn: conn, cfg: cfg, log: log, now: o.Now, stats: map[string]*SinkStats{}, done: map[string]bool{}}
+	a := &Alerter{conn: conn, cfg: cfg, log: log, now: o.Now, disk: o.Storage, stats: map[string]*SinkStats{}, done: map[string]bool{}}
 	if a.now == nil {
 		a.now = time.Now
+	}
+	if a.disk == nil {
+		a.disk = func(ctx context.Context) ([]bus.Storage, error) { return bus.QueryStorage(ctx, conn) }
 	}
 	for _, sc := range cfg.Sinks {
 		s, ok := o.Sinks[sc.Name]
@@ -349,13 +356,18 @@ func (a *Alerter) watchOffline(ctx context.Context) {
 	}
 }
 
+// checkOffline runs the checks of the status view and the servers: each
+// on its own, so that one that cannot read does not stop the others.
 func (a *Alerter) checkOffline(ctx context.Context) error {
+	now := a.now()
+	return errors.Join(a.checkStopped(ctx, now), a.checkSilent(ctx, now), a.checkStorage(ctx))
+}
+
+// checkStopped raises WorkerOffline for the open episodes whose host the
+// status view shows offline with no fact for OfflineAfter.
+func (a *Alerter) checkStopped(ctx context.Context, now time.Time) error {
 	eps, err := bus.AllJSON[episode](ctx, a.record, episodeKey("*"))
 	if err != nil {
-		return err
-	}
-	now := a.now()
-	if err := a.checkSilent(ctx, now); err != nil {
 		return err
 	}
 	for _, ep := range eps {
@@ -411,6 +423,36 @@ func (a *Alerter) checkSilent(ctx context.Context, now time.Time) error {
 		summary := fmt.Sprintf("%s: worker silent since %s (its lease expired without worker.stopped: killed, or its machine is down or cut off)", s.Host, s.WorkerSeen.UTC().Format(time.RFC3339))
 		al := derivedAlert(id, WorkerOffline, s.Host, sev, summary, s.WorkerSeen,
 			OfflineData{LastSeen: s.WorkerSeen, OfflineAfter: a.cfg.OfflineAfter.Seconds()})
+		if err := a.send(ctx, al); err != nil {
+			return err
+		}
+		a.markDone(id)
+	}
+	return nil
+}
+
+// checkStorage raises BusStorage for each convoy server whose data dir
+// is low or full: once per level it enters, whose alert id derives from
+// the server, the level and when it began.
+func (a *Alerter) checkStorage(ctx context.Context) error {
+	sts, err := a.disk(ctx)
+	if err != nil {
+		return err
+	}
+	for _, st := range sts {
+		if st.Level == bus.StorageOK {
+			continue
+		}
+		id := derivedID(st.Since, string(BusStorage), st.Server, string(st.Level), st.Since.UTC().Format(time.RFC3339Nano))
+		if a.isDone(id) {
+			continue
+		}
+		sev, ok := a.match(ctx, BusStorage, "", nil)
+		if !ok {
+			a.markDone(id)
+			continue
+		}
+		al := derivedAlert(id, BusStorage, "", sev, st.Problem(), st.Since, StorageData(st))
 		if err := a.send(ctx, al); err != nil {
 			return err
 		}

@@ -25,12 +25,16 @@ const (
 // Derived kinds: alerts no single fact carries, which the Alerter derives.
 const (
 	// WorkerOffline: the host's worker stopped (worker.stopped, so the
-	// status view shows it offline), has not started again, and the host
+	// status view shows it offline, or without it, so its lease expired
+	// and the view shows it silent), has not started again, and the host
 	// has sent no fact for Config.OfflineAfter.
 	WorkerOffline events.Kind = "worker.offline"
 	// HostFailing: the host's last Config.ConsecutiveFailures upgrades
 	// each ended upgrade.failed.
 	HostFailing events.Kind = "host.failing"
+	// BusStorage: a convoy server's storage guard says its data dir is
+	// low (new requests refused) or full (every append refused).
+	BusStorage events.Kind = "bus.storage"
 )
 
 // Sink types.
@@ -98,7 +102,7 @@ func DefaultRules() []Rule {
 	return []Rule{
 		{Kinds: []string{string(events.RollbackFailed)}, Severity: SeverityCritical},
 		{Kinds: []string{string(events.GoldenRestored)}, Severity: SeverityCritical},
-		{Kinds: []string{string(HostFailing)}, Severity: SeverityCritical},
+		{Kinds: []string{string(HostFailing), string(BusStorage)}, Severity: SeverityCritical},
 		{Kinds: []string{string(events.UpgradeFailed), string(events.BootFailed), string(events.RolloutHalted), string(WorkerOffline)}, Severity: SeverityWarning},
 	}
 }
@@ -314,7 +318,7 @@ func (c Config) Validate() error {
 }
 
 func alertable(k events.Kind) bool {
-	return k == WorkerOffline || k == HostFailing || (k.Known() && !k.IsRequest() && !strings.HasSuffix(string(k), ".requested"))
+	return k == WorkerOffline || k == HostFailing || k == BusStorage || (k.Known() && !k.IsRequest() && !strings.HasSuffix(string(k), ".requested"))
 }
 
 func httpURL(s string) error {
