@@ -218,13 +218,18 @@ let
           log-level = scfg.logLevel;
           http = scfg.http.listen;
           http-token-file = scfg.http.tokenFile;
+          http-tls-cert = scfg.http.tlsCert;
+          http-tls-key = scfg.http.tlsKey;
         }
         // optionalAttrs (scfg.cluster.name != null) {
           cluster = scfg.cluster.name;
           cluster-listen = scfg.cluster.listen;
           routes = scfg.cluster.routes;
         }
-        // scfg.alerts
+        // optionalAttrs (scfg.alerts != { }) {
+          # The [alerts] section of convoy server --config.
+          config = "${toml.generate "convoy-server.toml" { alerts = scfg.alerts; }}";
+        }
         // scfg.settings
       )
     )
@@ -552,14 +557,35 @@ in
         tokenFile = mkOption {
           type = types.nullOr types.str;
           default = null;
-          description = "File with the token the dashboard and metrics require (`--http-token-file`).";
+          description = "File with the token the dashboard and metrics require (`--http-token-file`); required beyond loopback.";
+        };
+        tlsCert = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "TLS certificate of the dashboard and metrics (`--http-tls-cert`); required beyond loopback.";
+        };
+        tlsKey = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "TLS key of the dashboard and metrics (`--http-tls-key`).";
         };
       };
 
       alerts = mkOption {
-        type = with types; attrsOf (nullOr (oneOf [ str int bool (listOf str) ]));
+        type = toml.type;
         default = { };
-        description = "Alert flags of `convoy server`, as `{ flag-name = value; }` without the dashes (see `convoy server --help`).";
+        example = {
+          offline_after = "10m";
+          dashboard_url = "https://convoy.example.org";
+          sink = [
+            {
+              type = "ntfy";
+              url = "https://ntfy.sh/my-fleet";
+              token_file = "/run/secrets/ntfy-token";
+            }
+          ];
+        };
+        description = "The `[alerts]` section of the server's config (`--config`; docs/alerts.md): rules and sinks, secrets from files. Empty: the server sends no alerts.";
       };
 
       settings = mkOption {
@@ -720,6 +746,13 @@ in
             || scfg.tlsCert != null
             || scfg.insecureNoTLS;
           message = "services.convoy.server.listen = \"${scfg.listen}\" is beyond loopback: set tlsCert and tlsKey (or, knowingly, insecureNoTLS).";
+        }
+        {
+          assertion =
+            scfg.http.listen == null
+            || lib.any (h: lib.hasPrefix h scfg.http.listen) [ "127." "localhost:" "[::1]:" ]
+            || (scfg.http.tlsCert != null && scfg.http.tlsKey != null && scfg.http.tokenFile != null);
+          message = "services.convoy.server.http.listen = \"${toString scfg.http.listen}\" is beyond loopback: set http.tlsCert, http.tlsKey and http.tokenFile (the dashboard shows the fleet's outputs).";
         }
       ];
 

@@ -31,7 +31,7 @@ buildGoModule {
   # The hash of `go mod vendor`. CI compares it with go.mod and go.sum
   # (.ci/nix-checks); after a dependency change run
   #   .ci/nix-checks vendor-hash --update
-  vendorHash = "sha256-9BD4yVB7N3MJWYaxnMm/fICXMOlvYeep8xk10tTHevA=";
+  vendorHash = "sha256-98yeQIbyB0ly2v3CaUkzP6QTYUItRs5GuQx900fjiAI=";
 
   subPackages = [ "cmd/convoy" ];
   env.CGO_ENABLED = 0;

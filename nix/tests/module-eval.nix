@@ -168,6 +168,12 @@ let
       };
       openFirewall = true;
       http.listen = "127.0.0.1:8080";
+      alerts.sink = [
+        {
+          type = "command";
+          command = [ "logger" ];
+        }
+      ];
       settings.retain = "90d";
       extraArgs = [ "--min-free=5GiB" ];
     };
@@ -300,6 +306,7 @@ let
         + lib.escapeShellArgs [
           "--cluster=convoy"
           "--cluster-listen=10.0.0.1:6222"
+          "--config=/nix/store/00000000000000000000000000000000-convoy-server.toml"
           "--data=/var/lib/convoy-bus"
           "--http=127.0.0.1:8080"
           "--listen=0.0.0.0:4222"
@@ -312,6 +319,12 @@ let
           "--tls-key=/etc/convoy/bus-key.pem"
           "--min-free=5GiB"
         ];
+    serverHttpBeyondLoopbackNeedsTLSAndToken = lib.any (lib.hasInfix "http.listen") (failedAssertions (eval {
+      services.convoy.server = {
+        enable = true;
+        http.listen = "0.0.0.0:9426";
+      };
+    }));
     serverFirewallClientPortOnly = server.networking.firewall.allowedTCPPorts == [ 4222 ];
     serverReadOnlyButData = server.systemd.services.convoy-server.serviceConfig.ReadWritePaths == [ "/var/lib/convoy-bus" ];
     serverBeyondLoopbackNeedsTLS = lib.any (lib.hasInfix "beyond loopback") (failedAssertions (eval {
