@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -90,6 +91,11 @@ type ConnectConfig struct {
 	// existing; nil keeps what the stream has (unlimited for a new one).
 	// Only convoy server sets it, from its flags.
 	Retention *Retention
+	// LeaseTTL is how long a host's lease outlives its worker's last
+	// renewal, when Provision creates the leases bucket; 0 means
+	// LeaseTTL. Workers renew at a third of the bucket's TTL, and a
+	// missing lease means a silent worker once the bucket is that old.
+	LeaseTTL time.Duration
 }
 
 // Retention bounds the CONVOY stream: events older than MaxAge, or the
@@ -123,6 +129,7 @@ type Conn struct {
 	nc        *nats.Conn
 	js        jetstream.JetStream
 	replicas  int
+	leaseTTL  time.Duration
 	retention *Retention
 
 	mu     sync.Mutex
@@ -241,6 +248,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*Conn, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	conn.nc, conn.js, conn.replicas, conn.retention = nc, js, max(cfg.Replicas, 1), cfg.Retention
+	conn.leaseTTL = cmp.Or(cfg.LeaseTTL, LeaseTTL)
 	return conn, nil
 }
 
@@ -301,7 +309,7 @@ func (c *Conn) Provision(ctx context.Context) error {
 		{Bucket: AlertsBucket, Description: "convoy alerts: what each sink was sent", Storage: jetstream.FileStorage, Replicas: c.replicas},
 		// Leases are renewed every LeaseTTL/3 by every host and mean
 		// nothing after a restart of the bus: memory, no fsync.
-		{Bucket: LeasesBucket, Description: "convoy worker leases, one per host", Storage: jetstream.MemoryStorage, Replicas: c.replicas, TTL: LeaseTTL},
+		{Bucket: LeasesBucket, Description: "convoy worker leases, one per host", Storage: jetstream.MemoryStorage, Replicas: c.replicas, TTL: c.leaseTTL},
 	} {
 		if err := c.provisionBucket(ctx, kv); err != nil {
 			return err

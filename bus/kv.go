@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 	"strconv"
 	"strings"
 
@@ -353,4 +354,19 @@ func (b *Bucket) Watch(ctx context.Context, filter string, fn func(Entry) error)
 			return nil
 		}
 	}
+}
+
+// Age returns when the bucket's stream was created (for a memory bucket,
+// the leases, when this server or its JetStream last started) and the
+// TTL of its keys (0: none).
+func (b *Bucket) Age(ctx context.Context) (created time.Time, ttl time.Duration, err error) {
+	st, err := b.kv.Status(ctx)
+	if err != nil {
+		return time.Time{}, 0, fmt.Errorf("%s status: %w", b.name, err)
+	}
+	s, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || s.StreamInfo() == nil {
+		return time.Time{}, 0, fmt.Errorf("%s status: no stream info", b.name)
+	}
+	return s.StreamInfo().Created, st.TTL(), nil
 }

@@ -52,9 +52,10 @@ const (
 	// WorkerOffline: the worker's last word was worker.stopped.
 	WorkerOffline = "offline"
 	// WorkerSilent: the facts say online, but the worker has not renewed
-	// its lease for bus.LeaseTTL: it stopped without saying so (killed,
-	// its machine down or cut off from the bus). Set when the view is
-	// read, never stored.
+	// its lease for the leases' TTL (bus.LeaseTTL): it stopped without
+	// saying so (killed, its machine down or cut off from the bus). Set
+	// when the view is read, never stored, and only once the leases
+	// bucket is older than that TTL.
 	WorkerSilent = "silent"
 )
 
@@ -68,34 +69,41 @@ func live(sts []Status, held func(host string) bool) {
 	}
 }
 
-// liveOne marks s WorkerSilent if its worker is online by its facts but
-// holds no lease.
-func (f *Fleet) liveOne(ctx context.Context, s *Status) error {
-	if s.Worker != WorkerOnline {
-		return nil
-	}
-	_, err := f.leases.Get(ctx, s.Host)
-	if errors.Is(err, bus.ErrNotFound) {
-		s.Worker = WorkerSilent
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("lease %s: %w", s.Host, err)
-	}
-	return nil
+// judgeLeases reports whether a missing lease means a silent worker: the
+// leases bucket must be readable and older than its TTL. It is kept in
+// memory, so a server (or JetStream) that just started has no lease until
+// every live worker has renewed its own.
+func (f *Fleet) judgeLeases(ctx context.Context) bool {
+	created, ttl, err := f.leases.Age(ctx)
+	return err == nil && ttl > 0 && time.Since(created) >= ttl
 }
 
-// leaseHolders returns the hosts that hold a lease now.
-func (f *Fleet) leaseHolders(ctx context.Context) (map[string]bool, error) {
+// liveOne marks s WorkerSilent if its worker is online by its facts but
+// holds no lease. When the leases cannot be judged, s stays as it is.
+func (f *Fleet) liveOne(ctx context.Context, s *Status) {
+	if s.Worker != WorkerOnline || !f.judgeLeases(ctx) {
+		return
+	}
+	if _, err := f.leases.Get(ctx, s.Host); errors.Is(err, bus.ErrNotFound) {
+		s.Worker = WorkerSilent
+	}
+}
+
+// leaseHolders returns the hosts that hold a lease now, and false when
+// the leases cannot be judged.
+func (f *Fleet) leaseHolders(ctx context.Context) (map[string]bool, bool) {
+	if !f.judgeLeases(ctx) {
+		return nil, false
+	}
 	keys, err := f.leases.Keys(ctx, ">")
 	if err != nil {
-		return nil, fmt.Errorf("leases: %w", err)
+		return nil, false
 	}
 	held := make(map[string]bool, len(keys))
 	for _, k := range keys {
 		held[k] = true
 	}
-	return held, nil
+	return held, true
 }
 
 // Host returns one host's status.
@@ -111,9 +119,7 @@ func (f *Fleet) Host(ctx context.Context, host string) (Status, error) {
 	if err != nil {
 		return s, fmt.Errorf("status %s: %w", host, err)
 	}
-	if err := f.liveOne(ctx, &s); err != nil {
-		return s, err
-	}
+	f.liveOne(ctx, &s)
 	return s, nil
 }
 
@@ -124,11 +130,9 @@ func (f *Fleet) All(ctx context.Context) ([]Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	held, err := f.leaseHolders(ctx)
-	if err != nil {
-		return nil, err
+	if held, ok := f.leaseHolders(ctx); ok {
+		live(sts, func(h string) bool { return held[h] })
 	}
-	live(sts, func(h string) bool { return held[h] })
 	return sts, nil
 }
 
@@ -147,16 +151,22 @@ func (f *Fleet) Hosts(ctx context.Context, hosts []string) (map[string]Status, e
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	leases, err := f.leases.GetMany(ctx, hosts)
-	if err != nil {
-		return nil, fmt.Errorf("leases: %w", err)
+	var leases map[string]bus.Entry
+	judge := f.judgeLeases(ctx)
+	if judge {
+		if leases, err = f.leases.GetMany(ctx, hosts); err != nil {
+			judge = false
+		}
 	}
 	out := make(map[string]Status, len(byKey))
 	for i, k := range keys {
 		if s, ok := byKey[k]; ok {
-			sts := []Status{s}
-			live(sts, func(h string) bool { _, held := leases[h]; return held })
-			out[hosts[i]] = sts[0]
+			if judge {
+				sts := []Status{s}
+				live(sts, func(h string) bool { _, held := leases[h]; return held })
+				s = sts[0]
+			}
+			out[hosts[i]] = s
 		}
 	}
 	return out, nil
@@ -296,9 +306,7 @@ func (f *Fleet) Watch(ctx context.Context, fn func(Status) error) error {
 		if json.Unmarshal(e.Value, &s) != nil {
 			return nil
 		}
-		if err := f.liveOne(ctx, &s); err != nil {
-			return err
-		}
+		f.liveOne(ctx, &s)
 		return fn(s)
 	})
 }

@@ -44,7 +44,11 @@ func (w *Worker) lease(ctx context.Context, lost func(error)) (func(), error) {
 	if err := l.take(ctx); err != nil {
 		return nil, err
 	}
-	stop := every(context.WithoutCancel(ctx), bus.LeaseTTL/3, func(ctx context.Context) { l.renew(ctx, lost) })
+	ttl := bus.LeaseTTL
+	if _, t, err := w.leases.Age(ctx); err == nil && t > 0 {
+		ttl = t // the bus's own
+	}
+	stop := every(context.WithoutCancel(ctx), ttl/3, func(ctx context.Context) { l.renew(ctx, lost) })
 	return func() {
 		stop()
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

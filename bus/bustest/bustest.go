@@ -17,12 +17,24 @@ import (
 // a temp dir, connects, provisions, and stops everything at cleanup.
 func Start(t testing.TB) (*bus.Server, *bus.Conn) {
 	t.Helper()
+	return StartLeaseTTL(t, 0)
+}
+
+// StartLeaseTTL is Start with the workers' leases outliving their last
+// renewal by ttl (0: bus.LeaseTTL), so that a test sees a silent worker
+// within seconds.
+func StartLeaseTTL(t testing.TB, ttl time.Duration) (*bus.Server, *bus.Conn) {
+	t.Helper()
 	srv, err := bus.StartServer(bus.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatalf("start server: %v", err)
 	}
 	t.Cleanup(srv.Shutdown)
-	c := Connect(t, srv.ClientURL())
+	c, err := bus.Connect(context.Background(), bus.ConnectConfig{URL: srv.ClientURL(), MaxWait: 5 * time.Second, LeaseTTL: ttl})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(c.Close)
 	if err := c.Provision(context.Background()); err != nil {
 		t.Fatalf("provision: %v", err)
 	}

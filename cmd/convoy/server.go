@@ -185,7 +185,7 @@ func (c *serverCmd) Run(ctx context.Context, args []string) error {
 	}
 	{
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return runStorageGuard(ctx, srv, log) }, func(error) { cancel() })
+		g.Add(func() error { return runStorageGuard(ctx, srv, conn, log) }, func(error) { cancel() })
 	}
 	if every := snapshotEvery(retention); every > 0 {
 		ctx, cancel := context.WithCancel(ctx)

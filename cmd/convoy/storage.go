@@ -112,9 +112,19 @@ func runSnapshots(ctx context.Context, proj *projections.Projector, every time.D
 // runStorageGuard runs the server's storage guard, logging each change
 // of level in one line. Its error (JetStream could not be restarted after
 // a full disk) ends the server with a non-zero exit.
-func runStorageGuard(ctx context.Context, srv *bus.Server, log *slog.Logger) error {
+func runStorageGuard(ctx context.Context, srv *bus.Server, conn *bus.Conn, log *slog.Logger) error {
 	return srv.WatchStorage(ctx, bus.DefaultStorageCheck, func(old, cur bus.Storage) {
 		args := []any{"level", cur.Level, "data", cur.DataDir, "free", bus.FormatBytes(cur.Free), "min_free", bus.FormatBytes(cur.MinFree)}
+		if cur.Restarts > old.Restarts {
+			// The restart dropped the memory bucket of the workers'
+			// leases: create it again (they renew theirs within
+			// bus.LeaseTTL/3).
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := provision(pctx, conn, log); err != nil {
+				log.Error("provisioning after the JetStream restart", "err", err)
+			}
+			cancel()
+		}
 		switch {
 		case cur.Level == bus.StorageOK && cur.Restarts > old.Restarts:
 			log.Info("bus storage has free space again; JetStream restarted, appends accepted", args...)

@@ -361,17 +361,6 @@ severity = "critical"
 type = "command"
 command = ["true"]
 `)
-	// Live workers hold their leases; a worker whose lease goes without
-	// worker.stopped falls silent (the end of this test).
-	leases, err := c.Bucket(t.Context(), bus.LeasesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range []string{"sorrow", "torment", "grief", "woe"} {
-		if _, err := leases.Put(t.Context(), h, []byte(`{"owner":"test"}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	start(t, c, cfg, alerts.Options{Sinks: map[string]alerts.Sink{"command": sink}})
 	appendFact(t, c, "sorrow", events.UpgradeFailed, events.Fact{})
 	appendFact(t, c, "sorrow", events.UpgradeSucceeded, events.Fact{}) // ends the streak
@@ -435,41 +424,6 @@ command = ["true"]
 	}
 	if n != 2 {
 		t.Errorf("torment alerted offline %d times in two episodes", n)
-	}
-
-	// sorrow's worker dies without a word: its lease goes. One alert,
-	// however many rounds of the check follow.
-	if err := leases.Delete(t.Context(), "sorrow", 0); err != nil {
-		t.Fatal(err)
-	}
-	silent := func() (n int) {
-		for _, a := range of(alerts.WorkerOffline) {
-			if a.Host == "sorrow" {
-				n++
-			}
-		}
-		return n
-	}
-	bustest.Eventually(t, 20*time.Second, "sorrow silent", func() bool { return silent() > 0 })
-	appendFact(t, c, "grief", events.WorkerStarted, events.Fact{})
-	appendFact(t, c, "grief", events.WorkerStopped, events.Fact{})
-	bustest.Eventually(t, 20*time.Second, "grief offline again", func() bool {
-		n := 0
-		for _, a := range of(alerts.WorkerOffline) {
-			if a.Host == "grief" {
-				n++
-			}
-		}
-		return n == 2
-	})
-	if n := silent(); n != 1 {
-		t.Errorf("sorrow's silence alerted %d times, want once", n)
-	}
-	var od alerts.OfflineData
-	for _, a := range of(alerts.WorkerOffline) {
-		if a.Host == "sorrow" && (a.Event.DecodeData(&od) != nil || od.Stopped != "" || !strings.Contains(a.Summary, "silent")) {
-			t.Errorf("sorrow's alert: %+v %+v", a, od)
-		}
 	}
 }
 
