@@ -585,7 +585,7 @@ in
             }
           ];
         };
-        description = "The `[alerts]` section of the server's config (`--config`; docs/alerts.md): rules and sinks, secrets from files. Empty: the server sends no alerts.";
+        description = "The `[alerts]` section of the server's config (`--config`; docs/alerts.md): rules and sinks. The file is in the world-readable Nix store: give tokens and HMAC secrets as files (`token_file`, `secret_file`), and no URL with a secret in it. Empty: the server sends no alerts.";
       };
 
       settings = mkOption {

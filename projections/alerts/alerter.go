@@ -127,10 +127,9 @@ func (a *Alerter) Stats() map[string]SinkStats {
 // failed it for good, so an alert is not lost across restarts.
 func (a *Alerter) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { a.watchOffline(ctx) })
-	defer wg.Wait()
+	defer func() { cancel(); wg.Wait() }()
 	err := a.reader.Consume(ctx, func(st bus.Stored) error { return a.handle(ctx, st) })
 	if ctx.Err() != nil {
 		return nil

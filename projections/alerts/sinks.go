@@ -100,10 +100,18 @@ func NewSink(c SinkConfig, dashboardURL string, client *http.Client) (Sink, erro
 // do sends req and classifies the answer: 2xx is done; 429, 5xx and
 // transport errors (timeouts, refused connections) are worth a retry;
 // any other status is ErrPermanent.
+//
+// Errors name the URL's scheme and host only: webhook and ntfy URLs often
+// carry a secret in their path (a Slack-style hook, a private topic).
 func do(client *http.Client, req *http.Request) error {
+	where := req.Method + " " + req.URL.Scheme + "://" + req.URL.Host + "/…"
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL
+		}
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -111,9 +119,9 @@ func do(client *http.Client, req *http.Request) error {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return nil
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Redacted(), resp.Status, bytes.TrimSpace(body))
+		return fmt.Errorf("%s: %s: %s", where, resp.Status, bytes.TrimSpace(body))
 	}
-	return fmt.Errorf("%w: %s %s: %s: %s", ErrPermanent, req.Method, req.URL.Redacted(), resp.Status, bytes.TrimSpace(body))
+	return fmt.Errorf("%w: %s: %s: %s", ErrPermanent, where, resp.Status, bytes.TrimSpace(body))
 }
 
 // webhook POSTs the CloudEvent in structured mode.

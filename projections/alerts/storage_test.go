@@ -2,6 +2,8 @@ package alerts_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/convoy-fleet/convoy/bus"
 	"github.com/convoy-fleet/convoy/bus/bustest"
+	"github.com/convoy-fleet/convoy/events"
 	"github.com/convoy-fleet/convoy/projections/alerts"
 )
 
@@ -74,5 +77,29 @@ command = ["true"]
 	}
 	if sent[0].ID == sent[1].ID {
 		t.Errorf("the low and the full disk share the id %s", sent[0].ID)
+	}
+}
+
+// A sink's errors, which the alerts log, name its host but not the
+// secret path of its URL.
+func TestAlertSinkErrorsHideTheURLPath(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusBadGateway)
+	}))
+	defer down.Close()
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close() // refuses connections
+	for _, base := range []string{down.URL, gone.URL} {
+		for _, typ := range []string{alerts.SinkWebhook, alerts.SinkNtfy} {
+			s, err := alerts.NewSink(alerts.SinkConfig{Type: typ, Name: "x", URL: base + "/hooks/T0SECRET/B0SECRET"}, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, _ := events.New(events.UpgradeFailed, "sorrow", "test", events.Fact{})
+			err = s.Send(t.Context(), alerts.Alert{ID: e.ID, Kind: e.Kind(), Host: "sorrow", Event: e})
+			if err == nil || strings.Contains(err.Error(), "SECRET") || !strings.Contains(err.Error(), strings.TrimPrefix(base, "http://")) {
+				t.Errorf("%s to %s: error %v: want the host, not the path", typ, base, err)
+			}
+		}
 	}
 }
