@@ -28,8 +28,8 @@ func (r *rig) firstRetained() uint64 {
 }
 
 // With a short --retain, the oldest events age out of the stream; a
-// rebuild then starts from the projector's snapshot and gives the same
-// status, and history says where the retained history starts. A worker
+// rebuild of a damaged view then starts from the projector's snapshot and
+// gives the same status, and history says where the retained history starts. A worker
 // whose last fact aged out goes on appending (its guard is not a second
 // writer).
 func TestRetentionKeepsStatusAcrossRebuild(t *testing.T) {
@@ -64,6 +64,9 @@ func TestRetentionKeepsStatusAcrossRebuild(t *testing.T) {
 	if first := r.firstRetained(); first <= last {
 		t.Fatalf("history says the retained history starts at %d: nothing aged out", first)
 	}
+	// The live view is damaged: a rebuild must not start from it, but
+	// from the snapshot and the retained events.
+	damageStatusView(t, r.url)
 	res := r.convoy("projections", "rebuild")
 	wantExit(t, res, exitOK)
 	if after := r.settledStatus(); after != before {

@@ -353,8 +353,8 @@ func (v *view) SnapshotSeq(ctx context.Context) (uint64, error) {
 // before the rows (every event up to it is in every row; a row may hold
 // later ones, which a rebuild's folds skip). A rebuild of a stream whose
 // oldest events aged out starts from it, so it must be taken more often
-// than events age out: convoy server takes one every tenth of --retain,
-// at most hourly. It returns the sequence covered. A crash midway leaves
+// than events age out: convoy server takes one at start and then every
+// tenth of --retain, and at least hourly. It returns the sequence covered. A crash midway leaves
 // the previous sequence, which the rows still cover.
 func (p *Projector) Snapshot(ctx context.Context) (uint64, error) {
 	cp, err := p.Checkpoint(ctx)
@@ -382,6 +382,20 @@ func (p *Projector) Snapshot(ctx context.Context) (uint64, error) {
 	})
 	if err != nil {
 		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	// A row the view no longer has (a rebuild removed it) leaves the
+	// snapshot too, or a later rebuild would bring it back.
+	old, err := p.status.Keys(ctx, snapshotPrefix+"*")
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	for _, k := range old {
+		if _, ok := byKey[k]; ok {
+			continue
+		}
+		if err := p.status.Delete(ctx, k, 0); err != nil && !errors.Is(err, bus.ErrNotFound) {
+			return 0, fmt.Errorf("snapshot: %w", err)
+		}
 	}
 	if _, err := p.status.Put(ctx, snapshotSeqKey, []byte(strconv.FormatUint(cp, 10))); err != nil {
 		return 0, fmt.Errorf("snapshot: %w", err)

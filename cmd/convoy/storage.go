@@ -93,18 +93,19 @@ func snapshotEvery(r bus.Retention) time.Duration {
 	return 0
 }
 
-// runSnapshots snapshots the view every `every` until ctx ends.
+// runSnapshots snapshots the view at once and then every `every` until
+// ctx ends: a server restarted more often than `every` still snapshots.
 func runSnapshots(ctx context.Context, proj *projections.Projector, every time.Duration, log *slog.Logger) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		if _, err := proj.Snapshot(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("snapshot of the status view failed; retrying", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		}
-		if _, err := proj.Snapshot(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("snapshot of the status view failed; retrying", "err", err)
 		}
 	}
 }
