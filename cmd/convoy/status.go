@@ -156,6 +156,10 @@ func (v *statusView) render(ctx context.Context, w io.Writer, sts []projections.
 // a terminal, otherwise each render after the last, a blank line between
 // tables; oneline and JSON print one line per change. It returns nil when
 // ctx ends. A failed read is reported on stderr and tried again.
+// rereadEvery is how often status --watch reads the rows though the
+// view's checkpoint has not moved, to show a worker that fell silent.
+const rereadEvery = 10 * time.Second
+
 func (v *statusView) watch(ctx context.Context, interval time.Duration) error {
 	tty := isTerminal(v.cmd.env.stdout)
 	if !tty && v.format == formatTable {
@@ -166,13 +170,17 @@ func (v *statusView) watch(ctx context.Context, interval time.Duration) error {
 	var (
 		seen     bool
 		lastCP   uint64
+		lastRead time.Time
 		lastKey  string
 		failing  bool
 		rendered int
 	)
 	for {
 		cp, err := v.fleet.Checkpoint(ctx)
-		if err == nil && (!seen || cp != lastCP) {
+		// A worker falls silent without an event (its lease expires):
+		// read the rows now and then even when the view has not moved.
+		if err == nil && (!seen || cp != lastCP || time.Since(lastRead) >= rereadEvery) {
+			lastRead = time.Now()
 			var key string
 			var out bytes.Buffer
 			key, err = v.snapshot(ctx, &out)

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
@@ -40,6 +42,10 @@ type Config struct {
 	// HostUpgrades bounds the upgrades a host page lists, newest first
 	// (0: DefaultHostUpgrades).
 	HostUpgrades int
+	// LivenessEvery is how often an open fleet page is sent the rows of
+	// workers that fell silent (no row is written when a lease expires)
+	// and a keep-alive comment (0: DefaultLivenessEvery).
+	LivenessEvery time.Duration
 }
 
 // Validate reports every problem of c at once.
@@ -47,6 +53,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Conn == nil {
 		errs = append(errs, errors.New("dashboard: no bus connection"))
+	}
+	if c.LivenessEvery < 0 {
+		errs = append(errs, fmt.Errorf("dashboard: liveness interval %s: want 0 or more", c.LivenessEvery))
 	}
 	if c.HostUpgrades < 0 {
 		errs = append(errs, fmt.Errorf("dashboard: host upgrades %d: want 0 or more", c.HostUpgrades))
@@ -56,13 +65,14 @@ func (c Config) Validate() error {
 
 // Dashboard is the dashboard's http.Handler.
 type Dashboard struct {
-	conn     *bus.Conn
-	fleet    *projections.Fleet
-	index    *upgradeindex.Index
-	log      *slog.Logger
-	upgrades int
-	pages    map[string]*template.Template
-	mux      *http.ServeMux
+	conn      *bus.Conn
+	fleet     *projections.Fleet
+	index     *upgradeindex.Index
+	log       *slog.Logger
+	upgrades  int
+	liveEvery time.Duration
+	pages     map[string]*template.Template
+	mux       *http.ServeMux
 }
 
 // New opens the status view and the upgrade index and returns the
@@ -81,7 +91,7 @@ func New(ctx context.Context, cfg Config) (*Dashboard, error) {
 	}
 	d := &Dashboard{
 		conn: cfg.Conn, fleet: fleet, index: index,
-		log: cfg.Logger, upgrades: cfg.HostUpgrades,
+		log: cfg.Logger, upgrades: cfg.HostUpgrades, liveEvery: cmp.Or(cfg.LivenessEvery, DefaultLivenessEvery),
 		pages: map[string]*template.Template{},
 	}
 	if d.log == nil {
@@ -217,8 +227,14 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := d.pages["fleet"].Lookup("row")
-	var buf bytes.Buffer
-	err := d.fleet.Watch(r.Context(), func(s projections.Status) error {
+	var (
+		mu     sync.Mutex // one writer at a time: the watch and the liveness pass
+		buf    bytes.Buffer
+		worker = map[string]string{} // each host's worker as last sent
+	)
+	send := func(s projections.Status) error {
+		mu.Lock()
+		defer mu.Unlock()
 		buf.Reset()
 		if err := t.Execute(&buf, newRow(s)); err != nil {
 			return err
@@ -233,10 +249,65 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 		if err := rc.Flush(); err != nil {
 			return bus.ErrStop
 		}
+		worker[s.Host] = s.Worker
 		return nil
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		defer cancel()
+		d.liveness(ctx, send, func(host string) string {
+			mu.Lock()
+			defer mu.Unlock()
+			return worker[host]
+		}, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return err
+			}
+			return rc.Flush()
+		})
 	})
-	if err != nil && r.Context().Err() == nil {
+	err := d.fleet.Watch(ctx, send)
+	if err != nil && ctx.Err() == nil {
 		d.log.Error("dashboard: event stream", "err", err)
+	}
+}
+
+// DefaultLivenessEvery is how often an open fleet page is told of
+// workers that fell silent and sent a keep-alive comment, so that a proxy
+// does not close an idle stream.
+const DefaultLivenessEvery = 10 * time.Second
+
+// liveness sends, every d.liveEvery until ctx ends, the rows whose
+// worker liveness differs from what was sent (sent), and a keep-alive
+// comment. It returns when the client goes away.
+func (d *Dashboard) liveness(ctx context.Context, send func(projections.Status) error, sent func(host string) string, keepAlive func() error) {
+	t := time.NewTicker(d.liveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if keepAlive() != nil {
+			return
+		}
+		sts, err := d.fleet.All(ctx)
+		if err != nil {
+			continue // the watch reports a bus that is gone
+		}
+		for _, s := range sts {
+			if s.Worker != sent(s.Host) {
+				if send(s) != nil {
+					return
+				}
+			}
+		}
 	}
 }
 
