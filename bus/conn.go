@@ -41,6 +41,10 @@ const (
 // record of the upgrade.
 func UpgradeKey(host, id string) string { return host + "." + id }
 
+// AlertsTTL is how long the alerts bucket keeps a record (what a sink
+// was sent, a failure streak, an offline episode) after its last write.
+const AlertsTTL = 30 * 24 * time.Hour
+
 // LeaseTTL is how long a host's lease outlives its worker's last renewal.
 const LeaseTTL = 90 * time.Second
 
@@ -306,7 +310,9 @@ func (c *Conn) Provision(ctx context.Context) error {
 	for _, kv := range []jetstream.KeyValueConfig{
 		{Bucket: StatusBucket, Description: "convoy fleet status projection", Storage: jetstream.FileStorage, Replicas: c.replicas},
 		{Bucket: UpgradesBucket, Description: "convoy upgrade index: where each upgrade starts and how it ended", Storage: jetstream.FileStorage, Replicas: c.replicas},
-		{Bucket: AlertsBucket, Description: "convoy alerts: what each sink was sent", Storage: jetstream.FileStorage, Replicas: c.replicas},
+		// What the alerts sent, and their streaks and episodes, matter
+		// for a restart or a redelivery, not for ever.
+		{Bucket: AlertsBucket, Description: "convoy alerts: what each sink was sent", Storage: jetstream.FileStorage, Replicas: c.replicas, TTL: AlertsTTL},
 		// Leases are renewed every LeaseTTL/3 by every host and mean
 		// nothing after a restart of the bus: memory, no fsync.
 		{Bucket: LeasesBucket, Description: "convoy worker leases, one per host", Storage: jetstream.MemoryStorage, Replicas: c.replicas, TTL: c.leaseTTL},
