@@ -119,6 +119,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, usage)
 			return exitOK
 		}
+		if args[0] == "--version" || args[0] == "-version" {
+			args = []string{"version"} // as the version command
+			break
+		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(args[0], "-"), "=")
 		dst, ok := global[name]
 		if !ok {
