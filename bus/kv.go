@@ -356,17 +356,23 @@ func (b *Bucket) Watch(ctx context.Context, filter string, fn func(Entry) error)
 	}
 }
 
-// Age returns when the bucket's stream was created (for a memory bucket,
-// the leases, when this server or its JetStream last started) and the
-// TTL of its keys (0: none).
-func (b *Bucket) Age(ctx context.Context) (created time.Time, ttl time.Duration, err error) {
+// Age returns how long ago the bucket's stream was created, by the
+// server's clock (for a memory bucket, the leases, how long ago this
+// server or its JetStream last started it), and the TTL of its keys (0:
+// none).
+func (b *Bucket) Age(ctx context.Context) (age, ttl time.Duration, err error) {
 	st, err := b.kv.Status(ctx)
 	if err != nil {
-		return time.Time{}, 0, fmt.Errorf("%s status: %w", b.name, err)
+		return 0, 0, fmt.Errorf("%s status: %w", b.name, err)
 	}
 	s, ok := st.(*jetstream.KeyValueBucketStatus)
 	if !ok || s.StreamInfo() == nil {
-		return time.Time{}, 0, fmt.Errorf("%s status: no stream info", b.name)
+		return 0, 0, fmt.Errorf("%s status: no stream info", b.name)
 	}
-	return s.StreamInfo().Created, st.TTL(), nil
+	info := s.StreamInfo()
+	now := info.TimeStamp // the server's clock, when it says
+	if now.IsZero() {
+		now = time.Now()
+	}
+	return now.Sub(info.Created), st.TTL(), nil
 }

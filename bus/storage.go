@@ -193,7 +193,7 @@ const DefaultStorageCheck = time.Second
 // dir's free space every `every` (and at once when JetStream reports a
 // failed write), maps publishes away as the level requires, answers
 // StorageSubject and the refused publishes, and calls changed (from this
-// goroutine) at each change of level. It returns nil when ctx ends, or
+// goroutine) at each change of level and after each JetStream restart. It returns nil when ctx ends, or
 // the error of a JetStream restart that failed: the server must then
 // exit so that its supervisor restarts it.
 func (s *Server) WatchStorage(ctx context.Context, every time.Duration, changed func(old, cur Storage)) error {
@@ -238,7 +238,7 @@ func (s *Server) WatchStorage(ctx context.Context, every time.Duration, changed 
 			return err
 		}
 		failed = cur.WriteFailed
-		if cur.Level != old.Level && changed != nil {
+		if (cur.Level != old.Level || cur.Restarts != old.Restarts) && changed != nil {
 			changed(old, cur)
 		}
 		select {

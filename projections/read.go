@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/convoy-fleet/convoy/bus"
@@ -29,6 +30,11 @@ func UnknownHost(host string) error {
 type Fleet struct {
 	view
 	leases *bus.Bucket
+
+	mu       sync.Mutex // guards the judgeLeases cache below
+	judgedAt time.Time
+	judged   bool
+	ttl      time.Duration
 }
 
 // OpenFleet opens the fleet view.
@@ -73,9 +79,30 @@ func live(sts []Status, held func(host string) bool) {
 // leases bucket must be readable and older than its TTL. It is kept in
 // memory, so a server (or JetStream) that just started has no lease until
 // every live worker has renewed its own.
+//
+// The answer is kept for judgeFor, so that a stream of reads (the
+// dashboard's live rows) asks the server once in a while.
 func (f *Fleet) judgeLeases(ctx context.Context) bool {
-	created, ttl, err := f.leases.Age(ctx)
-	return err == nil && ttl > 0 && time.Since(created) >= ttl
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.judgedAt.IsZero() && time.Since(f.judgedAt) < judgeFor {
+		return f.judged
+	}
+	age, ttl, err := f.leases.Age(ctx)
+	f.judged, f.ttl, f.judgedAt = err == nil && ttl > 0 && age >= ttl, ttl, time.Now()
+	return f.judged
+}
+
+// judgeFor is how long judgeLeases keeps its answer.
+const judgeFor = time.Second
+
+// LeaseTTL returns how long a lease outlives its worker's last renewal on
+// this bus (the leases bucket's TTL), 0 if it cannot be read.
+func (f *Fleet) LeaseTTL(ctx context.Context) time.Duration {
+	f.judgeLeases(ctx)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ttl
 }
 
 // liveOne marks s WorkerSilent if its worker is online by its facts but

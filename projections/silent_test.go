@@ -1,6 +1,7 @@
 package projections_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -16,9 +17,9 @@ import (
 // before the leases bucket is as old as its TTL (a bus that just started
 // has no lease until the workers renew theirs).
 func TestFleetShowsASilentWorker(t *testing.T) {
-	const ttl = 2 * time.Second
+	const ttl = 4 * time.Second
+	born := time.Now() // before the bucket: its age is at most time.Since(born)
 	_, c := bustest.StartLeaseTTL(t, ttl)
-	born := time.Now()
 	ctx := t.Context()
 	for _, h := range []string{"sorrow", "torment", "gloom"} {
 		e, _ := events.New(events.WorkerStarted, h, "test", events.Fact{})
@@ -47,7 +48,8 @@ func TestFleetShowsASilentWorker(t *testing.T) {
 	caughtUp(t, fleet)
 
 	want := map[string]string{"sorrow": projections.WorkerOnline, "torment": projections.WorkerOnline, "gloom": projections.WorkerOffline}
-	check := func(want map[string]string) {
+	// check reports how each read of the fleet differs from want.
+	check := func(want map[string]string) (diffs []string) {
 		t.Helper()
 		all, err := fleet.All(ctx)
 		if err != nil {
@@ -63,24 +65,32 @@ func TestFleetShowsASilentWorker(t *testing.T) {
 				t.Fatal(err)
 			}
 			if s.Worker != want[s.Host] || one.Worker != want[s.Host] || named[s.Host].Worker != want[s.Host] {
-				t.Errorf("%s: All says %q, Host %q, Hosts %q; want %q", s.Host, s.Worker, one.Worker, named[s.Host].Worker, want[s.Host])
+				diffs = append(diffs, fmt.Sprintf("%s: All says %q, Host %q, Hosts %q; want %q", s.Host, s.Worker, one.Worker, named[s.Host].Worker, want[s.Host]))
 			}
 		}
+		return diffs
 	}
-	if time.Since(born) < ttl {
-		check(want) // a young bucket: torment's missing lease means nothing yet
+	young := check(want) // torment's missing lease means nothing yet
+	if time.Since(born) >= ttl {
+		t.Fatalf("the setup took %s, longer than the leases' TTL (%s): raise the TTL", time.Since(born), ttl)
+	}
+	if young != nil {
+		t.Fatalf("a bus younger than its leases' TTL: %v", young)
 	}
 	time.Sleep(time.Until(born.Add(ttl)))
 	if _, err := leases.Put(ctx, "sorrow", []byte(`{"owner":"test"}`)); err != nil {
 		t.Fatal(err) // renewed, as a live worker does every ttl/3
 	}
 	want["torment"] = projections.WorkerSilent
-	check(want)
+	var diffs []string
+	bustest.Eventually(t, 5*time.Second, "torment silent", func() bool { diffs = check(want); return diffs == nil })
 
 	// The worker dies: its lease goes (expires, here deleted).
 	if err := leases.Delete(ctx, "sorrow", 0); err != nil {
 		t.Fatal(err)
 	}
 	want["sorrow"] = projections.WorkerSilent
-	check(want)
+	if diffs = check(want); diffs != nil {
+		t.Fatal(diffs)
+	}
 }

@@ -31,6 +31,7 @@ type heldLease struct {
 	me  lease
 	val []byte
 	rev uint64
+	ttl time.Duration // how long the lease outlives a renewal
 }
 
 // lease takes the host's lease, or fails with ErrSecondWorker when another
@@ -41,14 +42,14 @@ type heldLease struct {
 func (w *Worker) lease(ctx context.Context, lost func(error)) (func(), error) {
 	l := &heldLease{w: w, me: lease{Owner: w.owner(), PID: os.Getpid(), Started: time.Now().UTC()}}
 	l.val, _ = json.Marshal(l.me)
+	l.ttl = bus.LeaseTTL
+	if _, t, err := w.leases.Age(ctx); err == nil && t > 0 {
+		l.ttl = t // the bus's own
+	}
 	if err := l.take(ctx); err != nil {
 		return nil, err
 	}
-	ttl := bus.LeaseTTL
-	if _, t, err := w.leases.Age(ctx); err == nil && t > 0 {
-		ttl = t // the bus's own
-	}
-	stop := every(context.WithoutCancel(ctx), ttl/3, func(ctx context.Context) { l.renew(ctx, lost) })
+	stop := every(context.WithoutCancel(ctx), l.ttl/3, func(ctx context.Context) { l.renew(ctx, lost) })
 	return func() {
 		stop()
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -69,7 +70,7 @@ func (l *heldLease) take(ctx context.Context) error {
 		return fmt.Errorf("lease %s: %w", host, err)
 	case other.Owner != l.me.Owner:
 		return fmt.Errorf("%w: %s (pid %d) holds the lease of %s since %s; stop it, or wait %s if it died",
-			ErrSecondWorker, other.Owner, other.PID, host, other.Started.Format(time.RFC3339), bus.LeaseTTL)
+			ErrSecondWorker, other.Owner, other.PID, host, other.Started.Format(time.RFC3339), l.ttl)
 	}
 	l.rev, err = l.w.leases.Write(ctx, host, l.val, rev)
 	if errors.Is(err, bus.ErrConflict) {

@@ -150,16 +150,16 @@ func (v *statusView) render(ctx context.Context, w io.Writer, sts []projections.
 	return v.cmd.printRollouts(ctx, w, v.conn)
 }
 
+// rereadEvery is how often status --watch reads the rows though the
+// view's checkpoint has not moved, to show a worker that fell silent.
+const rereadEvery = 10 * time.Second
+
 // watch prints the view, then looks every interval whether the
 // projector has moved its checkpoint, and if what it prints changed
 // (see snapshot) prints it again: the table redrawn in place on
 // a terminal, otherwise each render after the last, a blank line between
 // tables; oneline and JSON print one line per change. It returns nil when
 // ctx ends. A failed read is reported on stderr and tried again.
-// rereadEvery is how often status --watch reads the rows though the
-// view's checkpoint has not moved, to show a worker that fell silent.
-const rereadEvery = 10 * time.Second
-
 func (v *statusView) watch(ctx context.Context, interval time.Duration) error {
 	tty := isTerminal(v.cmd.env.stdout)
 	if !tty && v.format == formatTable {

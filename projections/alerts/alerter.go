@@ -1,6 +1,7 @@
 package alerts
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,6 +43,8 @@ type Alerter struct {
 	// done remembers the alert ids every sink has been sent, so the
 	// offline check does not read the bucket each round.
 	done map[string]bool
+	// silent is when this process first saw each silent host silent.
+	silent map[string]time.Time
 }
 
 type namedSink struct {
@@ -399,15 +402,29 @@ func (a *Alerter) checkStopped(ctx context.Context, now time.Time) error {
 
 // checkSilent raises WorkerOffline for each host whose worker stopped
 // without saying so (projections.WorkerSilent: online by its facts, its
-// lease expired) and has sent no fact for OfflineAfter: once per silence,
-// whose alert id derives from the host and the time of its last fact.
+// lease expired), has sent no fact for OfflineAfter and has been seen
+// silent by this process for the leases' TTL: once per silence, whose
+// alert id derives from the host and the time of its last fact.
 func (a *Alerter) checkSilent(ctx context.Context, now time.Time) error {
 	sts, err := a.fleet.All(ctx)
 	if err != nil {
 		return err
 	}
+	ttl := a.fleet.LeaseTTL(ctx)
+	a.mu.Lock()
+	seen := make(map[string]time.Time, len(a.silent))
 	for _, s := range sts {
-		if s.Worker != projections.WorkerSilent || now.Sub(s.WorkerSeen) < a.cfg.OfflineAfter.Duration {
+		if s.Worker == projections.WorkerSilent {
+			seen[s.Host] = cmp.Or(a.silent[s.Host], now)
+		}
+	}
+	a.silent = seen
+	a.mu.Unlock()
+	for _, s := range sts {
+		// Silent for a whole lease TTL in this process's eyes: after a
+		// restart of a cluster's servers the leases come back empty, and
+		// the workers renew theirs within a third of it.
+		if s.Worker != projections.WorkerSilent || now.Sub(s.WorkerSeen) < a.cfg.OfflineAfter.Duration || now.Sub(seen[s.Host]) < ttl {
 			continue
 		}
 		id := derivedID(s.WorkerSeen, string(WorkerOffline), s.Host+"@"+s.WorkerSeen.UTC().Format(time.RFC3339Nano))

@@ -253,9 +253,8 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() { cancel(); wg.Wait() }() // the liveness pass ends with the watch
 	wg.Go(func() {
 		defer cancel()
 		d.liveness(ctx, send, func(host string) string {
