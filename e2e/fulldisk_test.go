@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convoy-fleet/convoy/bus"
+	"github.com/convoy-fleet/convoy/bus/bustest"
 	"github.com/convoy-fleet/convoy/workers/sandbox"
 )
 
@@ -181,6 +183,17 @@ func TestFullDiskIsLoudAndSurvivable(t *testing.T) {
 			if code, body := healthz(t, web); code != http.StatusOK || !strings.Contains(body, `"storage":"ok"`) {
 				t.Fatalf("/healthz once space is back: %d %s", code, body)
 			}
+			// A JetStream restart loses the memory bucket of the workers'
+			// leases: the server makes it again.
+			c := bustest.Connect(t, r.url)
+			eventually(t, 30*time.Second, "the leases bucket to be there", func() bool {
+				b, err := c.Bucket(t.Context(), bus.LeasesBucket)
+				if err != nil {
+					return false
+				}
+				_, _, err = b.Age(t.Context())
+				return err == nil
+			})
 			r.upgrade(exitOK, "sorrow", "--rev", c2, "--wait", "--timeout", "60s")
 			if r.server.exited() {
 				t.Fatalf("the server exited: %s", r.server.stderr.String())
