@@ -154,8 +154,14 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 		ctx, cancel := context.WithCancel(ctx)
 		outer, cancelOuter := context.WithCancel(outer)
 		g.Add(func() error {
-			if err := c.script(ctx, conn, srv.ClientURL(), fleet, hosts); err != nil || !*stay {
+			if err := c.script(ctx, conn, srv.ClientURL(), fleet, hosts); err != nil {
 				return err
+			}
+			if !*stay {
+				if web != nil {
+					fmt.Fprintf(out, "To look at them in the dashboard and /metrics afterwards: convoy demo --http %s --stay\n", DefaultHTTP)
+				}
+				return nil
 			}
 			fmt.Fprintf(out, "\nThe demo is done; the dashboard stays on %s (and the metrics on %smetrics) until Ctrl-C.\n", web.URL(), web.URL())
 			<-outer.Done()
