@@ -65,13 +65,11 @@ const (
 	WorkerSilent = "silent"
 )
 
-// live marks the rows whose worker is online by its facts but holds no
-// lease as WorkerSilent. held reports whether a host's lease exists.
-func live(sts []Status, held func(host string) bool) {
-	for i := range sts {
-		if sts[i].Worker == WorkerOnline && !held(sts[i].Host) {
-			sts[i].Worker = WorkerSilent
-		}
+// judge marks s WorkerSilent if its worker is online by its facts but
+// holds no lease (held false).
+func (s *Status) judge(held bool) {
+	if s.Worker == WorkerOnline && !held {
+		s.Worker = WorkerSilent
 	}
 }
 
@@ -105,15 +103,14 @@ func (f *Fleet) LeaseTTL(ctx context.Context) time.Duration {
 	return f.ttl
 }
 
-// liveOne marks s WorkerSilent if its worker is online by its facts but
-// holds no lease. When the leases cannot be judged, s stays as it is.
+// liveOne judges s by its host's lease. When the leases cannot be
+// judged, s stays as it is.
 func (f *Fleet) liveOne(ctx context.Context, s *Status) {
 	if s.Worker != WorkerOnline || !f.judgeLeases(ctx) {
 		return
 	}
-	if _, err := f.leases.Get(ctx, s.Host); errors.Is(err, bus.ErrNotFound) {
-		s.Worker = WorkerSilent
-	}
+	_, err := f.leases.Get(ctx, s.Host)
+	s.judge(!errors.Is(err, bus.ErrNotFound))
 }
 
 // leaseHolders returns the hosts that hold a lease now, and false when
@@ -158,7 +155,9 @@ func (f *Fleet) All(ctx context.Context) ([]Status, error) {
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	if held, ok := f.leaseHolders(ctx); ok {
-		live(sts, func(h string) bool { return held[h] })
+		for i := range sts {
+			sts[i].judge(held[sts[i].Host])
+		}
 	}
 	return sts, nil
 }
@@ -189,9 +188,8 @@ func (f *Fleet) Hosts(ctx context.Context, hosts []string) (map[string]Status, e
 	for i, k := range keys {
 		if s, ok := byKey[k]; ok {
 			if judge {
-				sts := []Status{s}
-				live(sts, func(h string) bool { _, held := leases[h]; return held })
-				s = sts[0]
+				_, held := leases[hosts[i]]
+				s.judge(held)
 			}
 			out[hosts[i]] = s
 		}
@@ -326,14 +324,26 @@ func (f *Fleet) History(ctx context.Context, q Query, fn func(bus.Stored) error)
 // again whenever the projector writes its row, until ctx ends (nil) or fn
 // returns an error (bus.ErrStop: nil). It reads the bucket's updates as
 // they are written, without polling. A row that cannot be decoded is
-// passed over.
+// passed over. Rows are judged by the lease holders of the last second,
+// read in one pass, not a lease read per row.
 func (f *Fleet) Watch(ctx context.Context, fn func(Status) error) error {
+	var (
+		held   map[string]bool
+		judged bool
+		readAt time.Time
+	)
 	return f.status.Watch(ctx, hostKeyPrefix+"*", func(e bus.Entry) error {
 		var s Status
 		if json.Unmarshal(e.Value, &s) != nil {
 			return nil
 		}
-		f.liveOne(ctx, &s)
+		if s.Worker == WorkerOnline && time.Since(readAt) >= judgeFor {
+			held, judged = f.leaseHolders(ctx)
+			readAt = time.Now()
+		}
+		if judged {
+			s.judge(held[s.Host])
+		}
 		return fn(s)
 	})
 }
