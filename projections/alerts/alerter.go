@@ -381,21 +381,14 @@ func (a *Alerter) checkStopped(ctx context.Context, now time.Time) error {
 		if err != nil {
 			continue // not in the view yet
 		}
-		if s.Worker != "offline" || now.Sub(s.WorkerSeen) < a.cfg.OfflineAfter.Duration {
-			continue
-		}
-		sev, ok := a.match(ctx, WorkerOffline, s.Host, &s)
-		if !ok {
-			a.markDone(id)
+		if s.Worker != projections.WorkerOffline || now.Sub(s.WorkerSeen) < a.cfg.OfflineAfter.Duration {
 			continue
 		}
 		summary := fmt.Sprintf("%s: worker offline, silent since %s", s.Host, s.WorkerSeen.UTC().Format(time.RFC3339))
-		al := derivedAlert(id, WorkerOffline, s.Host, sev, summary, ep.Time,
-			OfflineData{Stopped: ep.Stopped, LastSeen: s.WorkerSeen, OfflineAfter: a.cfg.OfflineAfter.Seconds()})
-		if err := a.send(ctx, al); err != nil {
+		data := OfflineData{Stopped: ep.Stopped, LastSeen: s.WorkerSeen, OfflineAfter: a.cfg.OfflineAfter.Seconds()}
+		if err := a.raiseOnce(ctx, id, WorkerOffline, &s, summary, ep.Time, data); err != nil {
 			return err
 		}
-		a.markDone(id)
 	}
 	return nil
 }
@@ -431,18 +424,11 @@ func (a *Alerter) checkSilent(ctx context.Context, now time.Time) error {
 		if a.isDone(id) {
 			continue
 		}
-		sev, ok := a.match(ctx, WorkerOffline, s.Host, &s)
-		if !ok {
-			a.markDone(id)
-			continue
-		}
 		summary := fmt.Sprintf("%s: worker silent since %s (its lease expired without worker.stopped: killed, or its machine is down or cut off)", s.Host, s.WorkerSeen.UTC().Format(time.RFC3339))
-		al := derivedAlert(id, WorkerOffline, s.Host, sev, summary, s.WorkerSeen,
-			OfflineData{LastSeen: s.WorkerSeen, OfflineAfter: a.cfg.OfflineAfter.Seconds()})
-		if err := a.send(ctx, al); err != nil {
+		data := OfflineData{LastSeen: s.WorkerSeen, OfflineAfter: a.cfg.OfflineAfter.Seconds()}
+		if err := a.raiseOnce(ctx, id, WorkerOffline, &s, summary, s.WorkerSeen, data); err != nil {
 			return err
 		}
-		a.markDone(id)
 	}
 	return nil
 }
@@ -463,17 +449,27 @@ func (a *Alerter) checkStorage(ctx context.Context) error {
 		if a.isDone(id) {
 			continue
 		}
-		sev, ok := a.match(ctx, BusStorage, "", nil)
-		if !ok {
-			a.markDone(id)
-			continue
-		}
-		al := derivedAlert(id, BusStorage, "", sev, st.Problem(), st.Since, StorageData(st))
-		if err := a.send(ctx, al); err != nil {
+		if err := a.raiseOnce(ctx, id, BusStorage, nil, st.Problem(), st.Since, StorageData(st)); err != nil {
 			return err
 		}
-		a.markDone(id)
 	}
+	return nil
+}
+
+// raiseOnce sends the derived alert id of kind k (about the host of
+// status, if any) when a rule matches it, and remembers id as done either
+// way, so that later checks pass over it.
+func (a *Alerter) raiseOnce(ctx context.Context, id string, k events.Kind, status *projections.Status, summary string, t time.Time, data any) error {
+	host := ""
+	if status != nil {
+		host = status.Host
+	}
+	if sev, ok := a.match(ctx, k, host, status); ok {
+		if err := a.send(ctx, derivedAlert(id, k, host, sev, summary, t, data)); err != nil {
+			return err
+		}
+	}
+	a.markDone(id)
 	return nil
 }
 
