@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"io"
 	"net"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,16 +33,7 @@ func TestDashboardShowsARollout(t *testing.T) {
 	wantExit(t, res, exitOK)
 	id := strings.Fields(res.stdout)[0]
 
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get("http://" + web + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path string) (int, string) { t.Helper(); return webGet(t, web, path) }
 	code, page := get("/rollouts/" + id)
 	if code != 200 {
 		t.Fatalf("GET /rollouts/%s: %d\n%s", id, code, page)

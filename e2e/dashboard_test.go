@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"io"
 	"net"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -37,16 +35,7 @@ func TestServerServesTheDashboard(t *testing.T) {
 	r.waitStatus("torment", "failed", func(s hostStatus) bool { return s.State == "failed" })
 	r.waitStatus("sorrow", "idle", func(s hostStatus) bool { return s.State == "idle" })
 
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get("http://" + web + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path string) (int, string) { t.Helper(); return webGet(t, web, path) }
 	row := func(page, host string) string {
 		m := regexp.MustCompile(`(?s)<tr id="host-` + host + `".*?</tr>`).FindString(page)
 		if m == "" {

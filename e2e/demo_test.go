@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -38,16 +37,11 @@ func TestDemoStaysForTheDashboard(t *testing.T) {
 	}
 	get := func(path string) string {
 		t.Helper()
-		resp, err := http.Get("http://" + web + path)
-		if err != nil {
-			t.Fatal(err)
+		code, body := webGet(t, web, path)
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d\n%s", path, code, body)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			t.Fatalf("GET %s: %s\n%s", path, resp.Status, b)
-		}
-		return string(b)
+		return body
 	}
 	page := get("/")
 	for _, h := range []string{"sorrow", "torment"} {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -132,7 +131,7 @@ func TestFullDiskIsLoudAndSurvivable(t *testing.T) {
 				t.Fatalf("the server did not log the full disk with its data dir:\n%s", r.server.stderr.String())
 			}
 			// A health check fails, naming the disk.
-			if code, body := healthz(t, web); code != http.StatusServiceUnavailable || !strings.Contains(body, `"storage":"full"`) || !strings.Contains(body, r.data) {
+			if code, body := webGet(t, web, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, `"storage":"full"`) || !strings.Contains(body, r.data) {
 				t.Fatalf("/healthz on a full disk: %d %s", code, body)
 			}
 			// Clients are refused at once, with the reason.
@@ -180,7 +179,7 @@ func TestFullDiskIsLoudAndSurvivable(t *testing.T) {
 			if res := r.convoy("status"); strings.Contains(res.stderr, "bus storage") {
 				t.Fatalf("status still reports the disk: %s", res)
 			}
-			if code, body := healthz(t, web); code != http.StatusOK || !strings.Contains(body, `"storage":"ok"`) {
+			if code, body := webGet(t, web, "/healthz"); code != http.StatusOK || !strings.Contains(body, `"storage":"ok"`) {
 				t.Fatalf("/healthz once space is back: %d %s", code, body)
 			}
 			// A JetStream restart loses the memory bucket of the workers'
@@ -200,18 +199,6 @@ func TestFullDiskIsLoudAndSurvivable(t *testing.T) {
 			}
 		})
 	}
-}
-
-// healthz returns the status code and body of GET /healthz on web.
-func healthz(t *testing.T, web string) (int, string) {
-	t.Helper()
-	resp, err := http.Get("http://" + web + "/healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 func entries(t *testing.T, dir string) int {

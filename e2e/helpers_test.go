@@ -7,7 +7,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -757,4 +759,17 @@ func isRoot() bool { return os.Geteuid() == 0 }
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// webGet GETs path from the HTTP listener at web (HOST:PORT) and returns
+// the status code and the body.
+func webGet(t testing.TB, web, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + web + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -48,14 +46,8 @@ url = "` + hook.srv.URL + `"
 	id := r.eventID("torment", "upgrade.failed")
 	eventually(t, 30*time.Second, "the failed upgrade's alert", func() bool { return hook.acceptedN(id) > 0 })
 
-	resp, err := http.Get("http://" + web + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(b), `convoy_alerts_sent_total{sink="ops"} 1`) {
-		t.Errorf("/metrics does not count the alert sent to ops:\n%s", grepLines(string(b), "convoy_alerts"))
+	if _, b := webGet(t, web, "/metrics"); !strings.Contains(b, `convoy_alerts_sent_total{sink="ops"} 1`) {
+		t.Errorf("/metrics does not count the alert sent to ops:\n%s", grepLines(b, "convoy_alerts"))
 	}
 	if n := hook.acceptedN(id); n != 1 {
 		t.Errorf("the alert of %s was accepted %d times", id, n)
